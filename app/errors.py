@@ -1,0 +1,63 @@
+"""JSON errors for every 4xx and 5xx: a stable `code`, a `message`, and the `field` at fault."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("app")
+
+
+class ApiError(Exception):
+    """An error the API answers with `status` and a JSON body."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.extra = extra
+
+    def to_dict(self) -> dict[str, Any]:
+        """The response body."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return {**body, **self.extra}
+
+
+def validation_error(exc: ValidationError) -> ApiError:
+    """422 naming every bad field by its dotted path, e.g. `slot.start`."""
+    errors = [
+        {
+            "field": ".".join(str(part) for part in error["loc"]) or "body",
+            "code": error["type"],
+            "message": error["msg"],
+        }
+        for error in exc.errors(include_url=False, include_input=False)
+    ]
+    return ApiError(422, "validation_error", "the request body is invalid", errors[0]["field"], errors=errors)
+
+
+def register(app: Flask) -> None:
+    """Install handlers so no error ever leaves as an HTML page."""
+
+    @app.errorhandler(ApiError)
+    def _api(exc: ApiError) -> tuple[Response, int]:
+        return jsonify(exc.to_dict()), exc.status
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> tuple[Response, int]:
+        status = exc.code or 500
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return jsonify({"code": code, "message": exc.description}), status
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error")
+        return jsonify({"code": "internal_error", "message": "internal error; nothing was started"}), 500

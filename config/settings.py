@@ -1,0 +1,86 @@
+"""Every setting the processes read, with its environment variable, default and form.
+
+A missing or malformed value stops the process at start with a message that
+names the variable and the form it expects; nothing reads the environment later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from jobs.faults import FaultPlan
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(Exception):
+    """The environment holds a setting the processes cannot run with."""
+
+
+class Settings(BaseSettings):
+    """Saga Relay's configuration; each field is the environment variable of the same name."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    app_env: Literal["development", "test", "production"] = "development"
+    redis_url: str = Field("redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
+    port: int = Field(5000, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    queue_name: str = Field("sagas", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    step_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    step_max_attempts: int = Field(5, ge=1, le=50)
+    retry_initial_delay_seconds: float = Field(1.0, ge=0, le=3600)
+    retry_max_delay_seconds: float = Field(60.0, ge=0, le=86400)
+    saga_retention_days: float = Field(30.0, gt=0, le=3650)
+    idempotency_ttl_hours: float = Field(72.0, gt=0, le=24 * 365)
+    scheduler_interval_seconds: int = Field(10, ge=1, le=3600)
+
+    providers: Literal["sandbox"] = "sandbox"
+    sandbox_ledger: Path = ROOT / "var" / "sandbox-ledger.sqlite3"
+    sandbox_faults: str = ""
+
+    @field_validator("sandbox_faults")
+    @classmethod
+    def _faults_parse(cls, value: str) -> str:
+        FaultPlan.parse(value)  # raises ValueError naming the bad pair
+        return value
+
+    @property
+    def fault_plan(self) -> FaultPlan:
+        """The parsed SANDBOX_FAULTS."""
+        return FaultPlan.parse(self.sandbox_faults)
+
+    @property
+    def retention_seconds(self) -> int:
+        """SAGA_RETENTION_DAYS in seconds."""
+        return int(self.saga_retention_days * 86400)
+
+    @property
+    def idempotency_ttl_seconds(self) -> int:
+        """IDEMPOTENCY_TTL_HOURS in seconds."""
+        return int(self.idempotency_ttl_hours * 3600)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Read settings from `environ` (default: the process environment) plus `overrides`.
+
+    Raises:
+        ConfigError: one line per bad variable, naming it and what it expects.
+    """
+    try:
+        if environ is None:
+            return Settings(**overrides)  # type: ignore[arg-type]
+        known = {k.lower(): v for k, v in environ.items() if k.lower() in Settings.model_fields}
+        return Settings.model_validate({**known, **overrides})
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            variable = str(error["loc"][0]).upper() if error["loc"] else "environment"
+            lines.append(f"{variable}: {error['msg']} (got {error.get('input')!r})")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,46 @@
+"""Builds this process's engine from settings: Redis client, providers, the booking saga."""
+
+from __future__ import annotations
+
+from redis import Redis
+
+from config import Settings
+from jobs.booking import BookingServices, booking_saga
+from jobs.providers.sandbox import SandboxCalendar, SandboxLedger, SandboxMessaging, SandboxPayments
+from jobs.slots import SlotStore
+from saga import RetryPolicy, SagaEngine
+
+
+def redis_client(settings: Settings) -> Redis:
+    """A bytes-mode client (RQ needs raw bytes); no connection is made until first use."""
+    return Redis.from_url(settings.redis_url, health_check_interval=30)
+
+
+def booking_services(settings: Settings, redis: Redis) -> BookingServices:
+    """The sandbox providers, with SANDBOX_FAULTS applied (sandbox is the only mode so far)."""
+    ledger = SandboxLedger(settings.sandbox_ledger)
+    return BookingServices(
+        slots=SlotStore(redis),
+        payments=SandboxPayments(ledger),
+        messaging=SandboxMessaging(ledger),
+        calendar=SandboxCalendar(ledger),
+        faults=settings.fault_plan,
+    )
+
+
+def build_engine(settings: Settings, redis: Redis | None = None) -> SagaEngine:
+    """The engine with the booking saga registered, configured from `settings`."""
+    redis = redis or redis_client(settings)
+    retry = RetryPolicy(
+        max_attempts=settings.step_max_attempts,
+        initial_delay=settings.retry_initial_delay_seconds,
+        max_delay=settings.retry_max_delay_seconds,
+    )
+    saga = booking_saga(booking_services(settings, redis), timeout=settings.step_timeout_seconds, retry=retry)
+    return SagaEngine(
+        redis,
+        [saga],
+        queue_name=settings.queue_name,
+        retention=settings.retention_seconds,
+        idempotency_ttl=settings.idempotency_ttl_seconds,
+    )

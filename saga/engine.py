@@ -1,0 +1,296 @@
+"""The saga engine: start a run, execute one attempt, settle its outcome.
+
+Every state change is one WATCH/MULTI/EXEC transaction that also enqueues the
+job that follows from it, so no crash can leave a recorded step without a
+successor. Each attempt is fenced by its number: a result or failure report
+from an attempt that no longer owns its step is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from redis import Redis
+from redis.client import Pipeline
+
+from saga import keys
+from saga.deadline import run_with_deadline
+from saga.definition import Direction, Saga, Step, StepContext
+from saga.errors import AttemptFailed, StaleAttempt, UnknownSaga
+from saga.outcome import describe
+from saga.queueing import StepQueue
+from saga.records import SagaRecord, StepRecord
+from saga.settle import Settlement
+from saga.status import SagaStatus, StepStatus
+from saga.store import SagaStore
+
+log = logging.getLogger("saga")
+
+DAY = 86400
+
+
+@dataclass(frozen=True)
+class Started:
+    """The answer to `SagaEngine.start`: which saga, and whether this call created it."""
+
+    saga_id: str
+    created: bool
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What an attempt learns when it takes ownership of its step."""
+
+    saga_id: str
+    saga: Saga
+    step: Step
+    record: StepRecord
+    data: dict[str, Any]
+    saga_error: str | None
+    failed_compensations: tuple[str, ...]
+
+
+class SagaEngine:
+    """Runs sagas on Redis and RQ; one instance per process, shared by its threads."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        sagas: Iterable[Saga],
+        *,
+        queue_name: str = "sagas",
+        retention: int = 30 * DAY,
+        idempotency_ttl: int = 3 * DAY,
+        result_ttl: int = 3600,
+        failure_ttl: int = 7 * DAY,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.redis = redis
+        self.sagas = {s.name: s for s in sagas}
+        self.store = SagaStore(redis, clock)
+        self.queue = StepQueue(redis, queue_name, result_ttl=result_ttl, failure_ttl=failure_ttl)
+        self.idempotency_ttl = idempotency_ttl
+        self.monotonic = monotonic
+        self.settle = Settlement(self.store, self.queue, retention)
+
+    def definition(self, name: str) -> Saga:
+        """The saga definition called `name`; raises `UnknownSaga`."""
+        try:
+            return self.sagas[name]
+        except KeyError:
+            raise UnknownSaga(name) from None
+
+    def start(self, name: str, data: Mapping[str, Any], *, idempotency_key: str | None = None) -> Started:
+        """Record a new saga and enqueue its first step, atomically.
+
+        Args:
+            name: a registered saga definition.
+            data: the validated input, stored with the saga and handed to every step.
+            idempotency_key: the client's key; a second start with it returns the first saga.
+
+        Returns:
+            The saga id and whether this call created it.
+
+        Raises:
+            UnknownSaga: no definition is registered under `name`.
+        """
+        saga = self.definition(name)
+        saga_id = uuid.uuid4().hex
+        idem = keys.idempotency(idempotency_key) if idempotency_key else None
+
+        def body(pipe: Pipeline) -> Started:
+            if idem is not None:
+                existing = cast(bytes | None, pipe.get(idem))
+                if existing is not None and pipe.exists(keys.saga(existing.decode())):
+                    return Started(existing.decode(), created=False)
+            pipe.multi()
+            if idem is not None:
+                pipe.set(idem, saga_id, ex=self.idempotency_ttl)
+            self.store.create(pipe, saga_id, saga, data)
+            first = saga.steps[0]
+            self.queue.enqueue(
+                pipe, saga_name=name, saga_id=saga_id, step=first, direction=Direction.DO, attempt=1
+            )
+            return Started(saga_id, created=True)
+
+        started = self.store.transact([idem] if idem else [], body)
+        if started.created:
+            log.info("saga started", extra={"saga_id": saga_id, "saga": name})
+        return started
+
+    def get(self, saga_id: str) -> SagaRecord:
+        """The saga with its steps and history; raises `SagaNotFound`."""
+        return self.store.load(saga_id)
+
+    def run(self, saga_id: str, step_name: str, direction: str, attempt: int) -> None:
+        """Execute one attempt of a step's action or compensation, then settle it.
+
+        Raises:
+            AttemptFailed: the attempt failed and the engine recorded what follows.
+        """
+        try:
+            claim = self.store.transact(
+                [keys.saga(saga_id), keys.step(saga_id, step_name)],
+                lambda pipe: self._claim(pipe, saga_id, step_name, direction, attempt),
+            )
+        except StaleAttempt as stale:
+            log.warning("%s", stale, extra={"saga_id": saga_id, "step": step_name, "attempt": attempt})
+            return
+        step = claim.step
+        undo = direction == Direction.UNDO
+        ctx = StepContext(
+            saga_id=saga_id,
+            step=step.name,
+            direction=direction,
+            attempt=attempt,
+            idempotency_key=claim.record.compensation_key if undo else claim.record.idempotency_key,
+            action_key=claim.record.idempotency_key,
+            ref=claim.record.ref,
+            data=claim.data,
+            deadline=self.monotonic() + step.timeout,
+        )
+        work = step.compensate if undo else step.action
+        try:
+            ref = run_with_deadline(lambda: work(ctx), step=step.name, timeout=step.timeout)
+        except Exception as exc:
+            permanent = step.is_permanent(exc)
+            self._settle_failure(saga_id, step_name, direction, attempt, describe(exc), permanent)
+            raise AttemptFailed(
+                saga_id, step.name, attempt, "permanent" if permanent else "retryable"
+            ) from exc
+        self._apply(
+            saga_id,
+            step_name,
+            direction,
+            attempt,
+            lambda pipe, c: self.settle.success(pipe, c, direction, attempt, ref),
+        )
+
+    def report_failure(self, saga_id: str, step_name: str, direction: str, attempt: int, reason: str) -> bool:
+        """Record a failure the job could not report itself (timeout, dead worker).
+
+        The outcome is unknown, so it counts as retryable. Returns False when the
+        report is stale: the attempt no longer owns its step (it finished, or a
+        newer attempt took over).
+        """
+        return self._settle_failure(saga_id, step_name, direction, attempt, reason, permanent=False)
+
+    def stalled(self, grace: float = 60.0) -> list[str]:
+        """Ids of unfinished sagas that have not moved for longer than any step may take.
+
+        A step may legitimately be quiet for its timeout plus a retry delay; past
+        that (plus `grace`) its job was most likely lost with a dead worker.
+        """
+        quiet = max(
+            step.timeout + max(step.retry.max_delay, step.compensation_retry.max_delay)
+            for saga in self.sagas.values()
+            for step in saga.steps
+        )
+        cutoff = self.store.clock() - quiet - grace
+        return [
+            raw.decode() for raw in cast(list[bytes], self.redis.zrangebyscore(keys.ACTIVE, "-inf", cutoff))
+        ]
+
+    # -- internals -----------------------------------------------------------
+
+    def _settle_failure(
+        self, saga_id: str, step_name: str, direction: str, attempt: int, reason: str, permanent: bool
+    ) -> bool:
+        return self._apply(
+            saga_id,
+            step_name,
+            direction,
+            attempt,
+            lambda pipe, c: self.settle.failure(pipe, c, direction, attempt, reason, permanent),
+        )
+
+    def _apply(
+        self,
+        saga_id: str,
+        step_name: str,
+        direction: str,
+        attempt: int,
+        change: Callable[[Pipeline, Claim], None],
+    ) -> bool:
+        """Run `change` if attempt `attempt` still owns the step; log and refuse otherwise."""
+
+        def body(pipe: Pipeline) -> None:
+            claim = self._owned(pipe, saga_id, step_name, direction, attempt)
+            pipe.multi()
+            change(pipe, claim)
+
+        try:
+            self.store.transact([keys.saga(saga_id), keys.step(saga_id, step_name)], body)
+        except StaleAttempt as stale:
+            log.warning("%s", stale, extra={"saga_id": saga_id, "step": step_name, "attempt": attempt})
+            return False
+        return True
+
+    def _read(self, pipe: Pipeline, saga_id: str, step_name: str, attempt: int) -> tuple[Claim, SagaStatus]:
+        header = self.store.read_header(pipe, saga_id)
+        if not header:
+            raise StaleAttempt(saga_id, step_name, attempt, "the saga no longer exists")
+        saga = self.definition(header[b"name"].decode())
+        record = self.store.read_step(pipe, saga_id, step_name)
+        if record is None:
+            raise StaleAttempt(saga_id, step_name, attempt, "the saga has no such step")
+        failed = header.get(b"failed_compensations", b"").decode()
+        claim = Claim(
+            saga_id=saga_id,
+            saga=saga,
+            step=saga.step(step_name),
+            record=record,
+            data=SagaRecord.data_of(header),
+            saga_error=header[b"error"].decode() if header.get(b"error") else None,
+            failed_compensations=tuple(n for n in failed.split(",") if n),
+        )
+        return claim, SagaStatus(header[b"status"].decode())
+
+    def _claim(self, pipe: Pipeline, saga_id: str, step_name: str, direction: str, attempt: int) -> Claim:
+        claim, status = self._read(pipe, saga_id, step_name, attempt)
+        rec = claim.record
+        if direction == Direction.DO:
+            if (
+                status != SagaStatus.RUNNING
+                or rec.status != StepStatus.PENDING
+                or rec.attempts != attempt - 1
+            ):
+                raise StaleAttempt(
+                    saga_id, step_name, attempt, f"step is {rec.status.value}, saga {status.value}"
+                )
+        else:
+            fresh = attempt == 1 and rec.status in (StepStatus.SUCCEEDED, StepStatus.FAILED)
+            retry = (
+                rec.status == StepStatus.COMPENSATING
+                and rec.claimed == 0
+                and rec.compensation_attempts == attempt - 1
+            )
+            if status != SagaStatus.COMPENSATING or not (fresh or retry):
+                raise StaleAttempt(
+                    saga_id, step_name, attempt, f"step is {rec.status.value}, saga {status.value}"
+                )
+        pipe.multi()
+        self.settle.claimed(pipe, claim, direction, attempt)
+        return claim
+
+    def _owned(self, pipe: Pipeline, saga_id: str, step_name: str, direction: str, attempt: int) -> Claim:
+        claim, status = self._read(pipe, saga_id, step_name, attempt)
+        rec = claim.record
+        if direction == Direction.DO:
+            owns = (
+                status == SagaStatus.RUNNING and rec.status == StepStatus.RUNNING and rec.attempts == attempt
+            )
+        else:
+            owns = status == SagaStatus.COMPENSATING and rec.status == StepStatus.COMPENSATING
+            owns = owns and rec.claimed == attempt
+        if not owns:
+            raise StaleAttempt(
+                saga_id, step_name, attempt, f"step is {rec.status.value}, saga {status.value}"
+            )
+        return claim

@@ -1,0 +1,69 @@
+"""The Redis key layout. Every key and every idempotency key is built here and nowhere else.
+
+    sr:saga:{id}                 hash    the saga record
+    sr:saga:{id}:step:{name}     hash    one step record
+    sr:saga:{id}:history         stream  every transition, in order
+    sr:sagas:active              zset    id -> time of the last move, for sweeps
+    sr:idem:{sha256(key)}        string  client Idempotency-Key -> saga id
+    sr:slot:{resource}:{start}   string  a reserved slot -> the saga holding it
+
+Client-supplied strings are hashed before they become part of a key, so no
+input can reach into another part of the keyspace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+PREFIX = "sr"
+ACTIVE = f"{PREFIX}:sagas:active"
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def saga(saga_id: str) -> str:
+    """The saga's own hash."""
+    return f"{PREFIX}:saga:{saga_id}"
+
+
+def step(saga_id: str, name: str) -> str:
+    """One step's hash."""
+    return f"{PREFIX}:saga:{saga_id}:step:{name}"
+
+
+def history(saga_id: str) -> str:
+    """The saga's transition stream."""
+    return f"{PREFIX}:saga:{saga_id}:history"
+
+
+def all_of_saga(saga_id: str, step_names: Iterable[str]) -> list[str]:
+    """Every key one saga owns, for expiry."""
+    return [saga(saga_id), history(saga_id), *(step(saga_id, n) for n in step_names)]
+
+
+def idempotency(client_key: str) -> str:
+    """Where a client's Idempotency-Key points at the saga it created."""
+    return f"{PREFIX}:idem:{_digest(client_key)}"
+
+
+def slot(resource: str, start: str) -> str:
+    """A bookable slot: one resource at one start time."""
+    return f"{PREFIX}:slot:{_digest(f'{resource}|{start}')}"
+
+
+def action_key(saga_id: str, step_name: str) -> str:
+    """Idempotency key for a step's action, sent to its provider on every attempt."""
+    return f"{saga_id}:{step_name}:do"
+
+
+def compensation_key(saga_id: str, step_name: str) -> str:
+    """Idempotency key for a step's compensation."""
+    return f"{saga_id}:{step_name}:undo"
+
+
+def job_id(saga_id: str, step_name: str, direction: str, attempt: int) -> str:
+    """RQ job id of one attempt; RQ allows only [A-Za-z0-9_-] in ids."""
+    return f"{saga_id}-{step_name}-{direction}-{attempt}"

@@ -1,0 +1,67 @@
+"""How saga attempts become RQ jobs: one job per attempt, JSON arguments, readable names.
+
+Arguments are only the saga id and step name, so nothing personal reaches RQ or
+rq-dashboard; the attempt number (the fencing token) travels in `job.meta`.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+from redis import Redis
+from redis.client import Pipeline
+from rq import Callback, Queue
+from rq.serializers import JSONSerializer
+
+from saga import keys
+from saga.definition import Direction, Step
+
+DO_STEP = "saga.entrypoints.do_step"
+UNDO_STEP = "saga.entrypoints.undo_step"
+ON_FAILURE = "saga.entrypoints.on_job_failure"
+
+# RQ's own hard limit sits above the engine's step timeout, so the engine's
+# deadline fires first and RQ's only catches an engine stuck talking to Redis.
+RQ_TIMEOUT_GRACE = 15
+
+
+class StepQueue:
+    """Enqueues attempts inside the caller's transaction."""
+
+    def __init__(self, redis: Redis, name: str, *, result_ttl: int, failure_ttl: int) -> None:
+        self.rq = Queue(name, connection=redis, serializer=JSONSerializer)
+        self.result_ttl = result_ttl
+        self.failure_ttl = failure_ttl
+
+    def enqueue(
+        self,
+        pipe: Pipeline,
+        *,
+        saga_name: str,
+        saga_id: str,
+        step: Step,
+        direction: str,
+        attempt: int,
+        delay: float = 0.0,
+    ) -> str:
+        """Queue one attempt (after `delay` seconds, via RQ's scheduler) and return its job id."""
+        label = step.name if direction == Direction.DO else step.compensation_name
+        job_id = keys.job_id(saga_id, step.name, direction, attempt)
+        options = {
+            "job_id": job_id,
+            "description": f"{saga_name}.{label} saga={saga_id} attempt={attempt}",
+            "job_timeout": math.ceil(step.timeout) + RQ_TIMEOUT_GRACE,
+            "result_ttl": self.result_ttl,
+            "failure_ttl": self.failure_ttl,
+            "meta": {"saga_id": saga_id, "step": step.name, "direction": direction, "attempt": attempt},
+            "on_failure": Callback(ON_FAILURE),
+            "pipeline": pipe,
+        }
+        func = DO_STEP if direction == Direction.DO else UNDO_STEP
+        if delay > 0:
+            when = datetime.now(UTC) + timedelta(seconds=delay)
+            self.rq.enqueue_at(when, func, saga_id, step.name, **options)
+        else:
+            self.rq.enqueue(func, saga_id, step.name, **options)
+        return job_id

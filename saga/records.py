@@ -1,0 +1,192 @@
+"""What a saga run looks like when read back from Redis: plain, typed snapshots."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from saga.status import SagaStatus, StepStatus
+
+
+def _text(raw: dict[bytes, bytes], name: str) -> str | None:
+    value = raw.get(name.encode())
+    return value.decode() if value else None
+
+
+def _int(raw: dict[bytes, bytes], name: str) -> int:
+    value = raw.get(name.encode())
+    return int(value) if value else 0
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step as stored: its status both ways, attempts, keys and provider ids."""
+
+    name: str
+    compensation_name: str
+    index: int
+    status: StepStatus
+    attempts: int
+    compensation_attempts: int
+    claimed: int  # the compensation attempt in flight, 0 when none
+    idempotency_key: str
+    compensation_key: str
+    ref: str | None
+    compensation_ref: str | None
+    error: str | None
+    compensation_error: str | None
+    started_at: str | None
+    finished_at: str | None
+    next_attempt_at: str | None
+    compensation_started_at: str | None
+    compensation_finished_at: str | None
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes]) -> StepRecord:
+        """Decode a step hash; raises KeyError if the hash is empty."""
+        return cls(
+            name=raw[b"name"].decode(),
+            compensation_name=raw[b"compensation_name"].decode(),
+            index=_int(raw, "index"),
+            status=StepStatus(raw[b"status"].decode()),
+            attempts=_int(raw, "attempts"),
+            compensation_attempts=_int(raw, "compensation_attempts"),
+            claimed=_int(raw, "claimed"),
+            idempotency_key=raw[b"idempotency_key"].decode(),
+            compensation_key=raw[b"compensation_key"].decode(),
+            ref=_text(raw, "ref"),
+            compensation_ref=_text(raw, "compensation_ref"),
+            error=_text(raw, "error"),
+            compensation_error=_text(raw, "compensation_error"),
+            started_at=_text(raw, "started_at"),
+            finished_at=_text(raw, "finished_at"),
+            next_attempt_at=_text(raw, "next_attempt_at"),
+            compensation_started_at=_text(raw, "compensation_started_at"),
+            compensation_finished_at=_text(raw, "compensation_finished_at"),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready view, as the status endpoint shows it."""
+        return {
+            "name": self.name,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "idempotency_key": self.idempotency_key,
+            "provider_id": self.ref,
+            "error": self.error,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "next_attempt_at": self.next_attempt_at,
+            "compensation": {
+                "name": self.compensation_name,
+                "attempts": self.compensation_attempts,
+                "idempotency_key": self.compensation_key,
+                "provider_id": self.compensation_ref,
+                "error": self.compensation_error,
+                "started_at": self.compensation_started_at,
+                "finished_at": self.compensation_finished_at,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One entry of a saga's history stream."""
+
+    id: str
+    at: str
+    step: str | None
+    direction: str | None
+    attempt: int | None
+    source: str
+    target: str
+    detail: str | None
+
+    @classmethod
+    def from_entry(cls, entry_id: bytes, raw: dict[bytes, bytes]) -> Transition:
+        """Decode one XRANGE entry."""
+        attempt = _int(raw, "attempt")
+        return cls(
+            id=entry_id.decode(),
+            at=raw[b"at"].decode(),
+            step=_text(raw, "step"),
+            direction=_text(raw, "direction"),
+            attempt=attempt or None,
+            source=raw[b"from"].decode(),
+            target=raw[b"to"].decode(),
+            detail=_text(raw, "detail"),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready view."""
+        return {
+            "at": self.at,
+            "step": self.step,
+            "direction": self.direction,
+            "attempt": self.attempt,
+            "from": self.source,
+            "to": self.target,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class SagaRecord:
+    """A whole saga run: header, steps in order, and its history."""
+
+    id: str
+    name: str
+    status: SagaStatus
+    data: dict[str, Any]
+    created_at: str
+    updated_at: str
+    finished_at: str | None
+    error: str | None
+    steps: list[StepRecord] = field(default_factory=list)
+    history: list[Transition] = field(default_factory=list)
+
+    @classmethod
+    def from_hashes(
+        cls, raw: dict[bytes, bytes], steps: list[StepRecord], history: list[Transition]
+    ) -> SagaRecord:
+        """Decode the saga hash together with its already-decoded parts."""
+        return cls(
+            id=raw[b"id"].decode(),
+            name=raw[b"name"].decode(),
+            status=SagaStatus(raw[b"status"].decode()),
+            data=cls.data_of(raw),
+            created_at=raw[b"created_at"].decode(),
+            updated_at=raw[b"updated_at"].decode(),
+            finished_at=_text(raw, "finished_at"),
+            error=_text(raw, "error"),
+            steps=steps,
+            history=history,
+        )
+
+    @staticmethod
+    def data_of(raw: dict[bytes, bytes]) -> dict[str, Any]:
+        """The input data stored in a saga hash."""
+        data: dict[str, Any] = json.loads(raw[b"data"])
+        return data
+
+    def step(self, name: str) -> StepRecord:
+        """The record of step `name`; raises KeyError if the saga has no such step."""
+        for record in self.steps:
+            if record.name == name:
+                return record
+        raise KeyError(name)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready view without the input data (it holds personal details)."""
+        return {
+            "id": self.id,
+            "saga": self.name,
+            "status": self.status.value,
+            "error": self.error,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "finished_at": self.finished_at,
+            "steps": [s.as_dict() for s in self.steps],
+            "history": [h.as_dict() for h in self.history],
+        }

@@ -1,0 +1,195 @@
+"""What each outcome of an attempt writes, and which job it enqueues next.
+
+Every method runs inside the caller's MULTI, after the caller has checked that
+the attempt owns its step; the writes and the next enqueue commit together.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from redis.client import Pipeline
+
+from saga.definition import Direction, Step
+from saga.queueing import StepQueue
+from saga.status import SagaStatus, StepStatus, check_saga_move, check_step_move
+from saga.store import SagaStore, iso
+
+if TYPE_CHECKING:
+    from saga.engine import Claim
+
+
+class Settlement:
+    """Applies claim, success and failure of one attempt to the records."""
+
+    def __init__(self, store: SagaStore, queue: StepQueue, retention: int) -> None:
+        self.store = store
+        self.queue = queue
+        self.retention = retention
+
+    def claimed(self, pipe: Pipeline, claim: Claim, direction: str, attempt: int) -> None:
+        """The attempt owns its step from now on."""
+        rec, at = claim.record, self.store.now()
+        if direction == Direction.DO:
+            self._step_move(pipe, claim, StepStatus.RUNNING, direction, attempt, "attempt started")
+            fields: dict[str, str | int] = {"attempts": attempt}
+            if attempt == 1:
+                fields["started_at"] = at
+        else:
+            if rec.status != StepStatus.COMPENSATING:
+                self._step_move(
+                    pipe, claim, StepStatus.COMPENSATING, direction, attempt, "compensation started"
+                )
+            else:
+                self._history(
+                    pipe, claim, StepStatus.COMPENSATING, direction, attempt, "compensation retried"
+                )
+            fields = {"compensation_attempts": attempt, "claimed": attempt}
+            if attempt == 1:
+                fields["compensation_started_at"] = at
+        self.store.update_step(pipe, claim.saga_id, rec.name, fields)
+        self.store.clear_step_fields(pipe, claim.saga_id, rec.name, "next_attempt_at")
+        self.store.update_saga(pipe, claim.saga_id, {})
+
+    def success(self, pipe: Pipeline, claim: Claim, direction: str, attempt: int, ref: str | None) -> None:
+        """Record the result and enqueue what comes next."""
+        name, at = claim.record.name, self.store.now()
+        if direction == Direction.DO:
+            self._step_move(pipe, claim, StepStatus.SUCCEEDED, direction, attempt, ref or "")
+            self.store.update_step(pipe, claim.saga_id, name, {"ref": ref or "", "finished_at": at})
+            following = claim.saga.after(name)
+            if following is None:
+                self._finish(pipe, claim, SagaStatus.RUNNING, SagaStatus.COMPLETED, "all steps succeeded")
+            else:
+                self._enqueue(pipe, claim, following, Direction.DO, 1)
+                self.store.update_saga(pipe, claim.saga_id, {"step": following.name})
+        else:
+            self._step_move(pipe, claim, StepStatus.COMPENSATED, direction, attempt, ref or "nothing to undo")
+            fields = {"compensation_ref": ref or "", "compensation_finished_at": at, "claimed": 0}
+            self.store.update_step(pipe, claim.saga_id, name, fields)
+            self._compensate_before(pipe, claim, failed_now=False)
+
+    def failure(
+        self, pipe: Pipeline, claim: Claim, direction: str, attempt: int, reason: str, permanent: bool
+    ) -> None:
+        """Schedule a retry with backoff, or give up on the step and move on."""
+        step, name = claim.step, claim.record.name
+        policy = step.retry if direction == Direction.DO else step.compensation_retry
+        if not permanent and not policy.exhausted(attempt):
+            self._retry(pipe, claim, direction, attempt, reason, policy.delay_after(attempt))
+        elif direction == Direction.DO:
+            self._step_move(pipe, claim, StepStatus.FAILED, direction, attempt, reason)
+            self.store.update_step(
+                pipe, claim.saga_id, name, {"error": reason, "finished_at": self.store.now()}
+            )
+            check_saga_move(SagaStatus.RUNNING, SagaStatus.COMPENSATING)
+            error = f"{name} failed after {attempt} attempt(s): {reason}"
+            self.store.update_saga(
+                pipe, claim.saga_id, {"status": SagaStatus.COMPENSATING.value, "error": error}
+            )
+            self.store.record(
+                pipe,
+                claim.saga_id,
+                source=SagaStatus.RUNNING.value,
+                target=SagaStatus.COMPENSATING.value,
+                step=name,
+                detail=error,
+            )
+            # The failed step is compensated too: its effect may have happened anyway.
+            self._enqueue(pipe, claim, step, Direction.UNDO, 1)
+        else:
+            self._step_move(pipe, claim, StepStatus.COMPENSATION_FAILED, direction, attempt, reason)
+            fields = {
+                "compensation_error": reason,
+                "compensation_finished_at": self.store.now(),
+                "claimed": 0,
+            }
+            self.store.update_step(pipe, claim.saga_id, name, fields)
+            failed = ",".join((*claim.failed_compensations, name))
+            self.store.update_saga(pipe, claim.saga_id, {"failed_compensations": failed})
+            self._compensate_before(pipe, claim, failed_now=True)
+
+    # -- internals -----------------------------------------------------------
+
+    def _retry(
+        self, pipe: Pipeline, claim: Claim, direction: str, attempt: int, reason: str, delay: float
+    ) -> None:
+        name = claim.record.name
+        when = iso(self.store.clock() + delay)
+        detail = f"retry in {delay:.1f}s: {reason}"
+        if direction == Direction.DO:
+            self._step_move(pipe, claim, StepStatus.PENDING, direction, attempt, detail)
+            fields: dict[str, str | int] = {"error": reason, "next_attempt_at": when}
+        else:
+            self._history(pipe, claim, StepStatus.COMPENSATING, direction, attempt, detail)
+            fields = {"compensation_error": reason, "next_attempt_at": when, "claimed": 0}
+        self.store.update_step(pipe, claim.saga_id, name, fields)
+        self.store.update_saga(pipe, claim.saga_id, {})
+        self._enqueue(pipe, claim, claim.step, direction, attempt + 1, delay)
+
+    def _compensate_before(self, pipe: Pipeline, claim: Claim, *, failed_now: bool) -> None:
+        """Undo the previous step next, or end the saga when none is left."""
+        previous = claim.saga.before(claim.record.name)
+        if previous is not None:
+            self._enqueue(pipe, claim, previous, Direction.UNDO, 1)
+            self.store.update_saga(pipe, claim.saga_id, {"step": previous.name})
+            return
+        failed = [*claim.failed_compensations, *([claim.record.name] if failed_now else [])]
+        if failed:
+            undos = ", ".join(f"{claim.saga.step(n).compensation_name} (undo of {n})" for n in failed)
+            reason = f"{claim.saga_error}; {undos} failed: a person must reconcile with the provider"
+            self._finish(pipe, claim, SagaStatus.COMPENSATING, SagaStatus.FAILED, reason)
+        else:
+            self._finish(pipe, claim, SagaStatus.COMPENSATING, SagaStatus.COMPENSATED, "every step undone")
+
+    def _finish(
+        self, pipe: Pipeline, claim: Claim, source: SagaStatus, target: SagaStatus, detail: str
+    ) -> None:
+        check_saga_move(source, target)
+        fields = {"status": target.value, "finished_at": self.store.now()}
+        if target == SagaStatus.FAILED:
+            fields["error"] = detail
+        self.store.update_saga(pipe, claim.saga_id, fields)
+        self.store.record(pipe, claim.saga_id, source=source.value, target=target.value, detail=detail)
+        self.store.expire(pipe, claim.saga_id, [s.name for s in claim.saga.steps], self.retention)
+
+    def _enqueue(
+        self, pipe: Pipeline, claim: Claim, step: Step, direction: str, attempt: int, delay: float = 0.0
+    ) -> None:
+        self.queue.enqueue(
+            pipe,
+            saga_name=claim.saga.name,
+            saga_id=claim.saga_id,
+            step=step,
+            direction=direction,
+            attempt=attempt,
+            delay=delay,
+        )
+
+    def _step_move(
+        self, pipe: Pipeline, claim: Claim, target: StepStatus, direction: str, attempt: int, detail: str
+    ) -> None:
+        check_step_move(claim.record.status, target)
+        self.store.update_step(pipe, claim.saga_id, claim.record.name, {"status": target.value})
+        self._history(pipe, claim, target, direction, attempt, detail, source=claim.record.status)
+
+    def _history(
+        self,
+        pipe: Pipeline,
+        claim: Claim,
+        target: StepStatus,
+        direction: str,
+        attempt: int,
+        detail: str,
+        source: StepStatus | None = None,
+    ) -> None:
+        self.store.record(
+            pipe,
+            claim.saga_id,
+            source=(source or target).value,
+            target=target.value,
+            step=claim.record.name,
+            direction=direction,
+            attempt=attempt,
+            detail=detail,
+        )

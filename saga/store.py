@@ -1,0 +1,175 @@
+"""Reads and writes of saga state in Redis hashes and streams.
+
+Writers take a pipeline that is already in MULTI, so the caller can commit a
+state change together with the enqueue of the job that follows from it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
+
+from redis import Redis, WatchError
+from redis.client import Pipeline
+
+from saga import keys
+from saga.definition import Saga
+from saga.errors import SagaNotFound
+from saga.records import SagaRecord, StepRecord, Transition
+from saga.status import SagaStatus, StepStatus
+
+T = TypeVar("T")
+Fields = Mapping[str, Any]
+Raw = dict[bytes, bytes]
+
+
+def iso(epoch: float) -> str:
+    """UTC timestamp with milliseconds, the one format every record uses."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class SagaStore:
+    """One saga's hashes, history stream and the active index; nothing else."""
+
+    def __init__(self, redis: Redis, clock: Callable[[], float] = time.time, history_limit: int = 1000):
+        self.redis = redis
+        self.clock = clock
+        self.history_limit = history_limit
+
+    def now(self) -> str:
+        """The current time in record format."""
+        return iso(self.clock())
+
+    def transact(self, watch: Sequence[str], body: Callable[[Pipeline], T]) -> T:
+        """Run `body` under WATCH until it commits without interference.
+
+        `body` reads through the pipeline (immediate mode), then calls
+        `pipe.multi()` and queues its writes; if it returns before `multi()`,
+        nothing is written.
+        """
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    if watch:
+                        pipe.watch(*watch)
+                    result = body(pipe)
+                    pipe.execute()
+                    return result
+                except WatchError:
+                    continue
+
+    # -- reads -------------------------------------------------------------
+
+    def load(self, saga_id: str) -> SagaRecord:
+        """The whole saga with its steps and history; raises `SagaNotFound`."""
+        raw = cast(Raw, self.redis.hgetall(keys.saga(saga_id)))
+        if not raw:
+            raise SagaNotFound(saga_id)
+        names: list[str] = json.loads(raw[b"steps"])
+        with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(keys.step(saga_id, name))
+            pipe.xrange(keys.history(saga_id))
+            *step_hashes, entries = pipe.execute()
+        steps = [StepRecord.from_hash(h) for h in step_hashes if h]
+        history = [Transition.from_entry(entry_id, fields) for entry_id, fields in entries]
+        return SagaRecord.from_hashes(raw, steps, history)
+
+    def exists(self, saga_id: str) -> bool:
+        """True while the saga's record is kept."""
+        return bool(self.redis.exists(keys.saga(saga_id)))
+
+    @staticmethod
+    def read_header(pipe: Pipeline, saga_id: str) -> Raw:
+        """The saga hash, read inside a transaction; empty when it does not exist."""
+        return cast(Raw, pipe.hgetall(keys.saga(saga_id)))
+
+    @staticmethod
+    def read_step(pipe: Pipeline, saga_id: str, name: str) -> StepRecord | None:
+        """One step record, read inside a transaction; None when it does not exist."""
+        raw = cast(Raw, pipe.hgetall(keys.step(saga_id, name)))
+        return StepRecord.from_hash(raw) if raw else None
+
+    # -- writes (pipeline in MULTI) ----------------------------------------
+
+    def create(self, pipe: Pipeline, saga_id: str, saga: Saga, data: Mapping[str, Any]) -> None:
+        """Write a new saga in `running` with every step `pending`."""
+        at = self.now()
+        pipe.hset(
+            keys.saga(saga_id),
+            mapping={
+                "id": saga_id,
+                "name": saga.name,
+                "status": SagaStatus.RUNNING.value,
+                "data": json.dumps(data, separators=(",", ":")),
+                "steps": json.dumps([s.name for s in saga.steps]),
+                "created_at": at,
+                "updated_at": at,
+            },
+        )
+        for index, step in enumerate(saga.steps):
+            pipe.hset(
+                keys.step(saga_id, step.name),
+                mapping={
+                    "name": step.name,
+                    "compensation_name": step.compensation_name,
+                    "index": index,
+                    "status": StepStatus.PENDING.value,
+                    "attempts": 0,
+                    "compensation_attempts": 0,
+                    "claimed": 0,
+                    "idempotency_key": keys.action_key(saga_id, step.name),
+                    "compensation_key": keys.compensation_key(saga_id, step.name),
+                },
+            )
+        self.record(pipe, saga_id, source="", target=SagaStatus.RUNNING.value, detail="saga started")
+        pipe.zadd(keys.ACTIVE, {saga_id: self.clock()})
+
+    def update_saga(self, pipe: Pipeline, saga_id: str, fields: Fields) -> None:
+        """Change saga fields and mark it as moved just now."""
+        pipe.hset(keys.saga(saga_id), mapping=cast(Any, {**fields, "updated_at": self.now()}))
+        pipe.zadd(keys.ACTIVE, {saga_id: self.clock()}, xx=True)
+
+    @staticmethod
+    def update_step(pipe: Pipeline, saga_id: str, name: str, fields: Fields) -> None:
+        """Change step fields."""
+        pipe.hset(keys.step(saga_id, name), mapping=cast(Any, fields))
+
+    @staticmethod
+    def clear_step_fields(pipe: Pipeline, saga_id: str, name: str, *fields: str) -> None:
+        """Remove fields that no longer apply (a retry time once the retry started)."""
+        pipe.hdel(keys.step(saga_id, name), *fields)
+
+    def record(
+        self,
+        pipe: Pipeline,
+        saga_id: str,
+        *,
+        source: str,
+        target: str,
+        step: str = "",
+        direction: str = "",
+        attempt: int = 0,
+        detail: str = "",
+    ) -> None:
+        """Append one transition to the saga's history stream."""
+        entry = {
+            "at": self.now(),
+            "step": step,
+            "direction": direction,
+            "attempt": attempt,
+            "from": source,
+            "to": target,
+            "detail": detail[:500],
+        }
+        pipe.xadd(keys.history(saga_id), cast(Any, entry), maxlen=self.history_limit, approximate=True)
+
+    @staticmethod
+    def expire(pipe: Pipeline, saga_id: str, step_names: Sequence[str], retention: int) -> None:
+        """Let a finished saga's keys expire after `retention` seconds and drop it from the index."""
+        for key in keys.all_of_saga(saga_id, step_names):
+            pipe.expire(key, retention)
+        pipe.zrem(keys.ACTIVE, saga_id)

