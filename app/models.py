@@ -31,7 +31,7 @@ class Payment(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    amount: int = Field(gt=0, le=1_000_000)
+    amount: int = Field(gt=0, le=1_000_000, strict=True)  # "49.00" must not become 49 cents
     currency: str = Field(pattern=r"^[a-z]{3}$")
     payment_method: str = Field(pattern=r"^pm_[A-Za-z0-9_]{1,100}$")
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from flask import Flask
@@ -83,7 +83,9 @@ def make_settings(redis: Redis, redis_url: str, ledger_path: Path) -> Callable[.
     """Settings for this test; keyword arguments override the test defaults."""
 
     def make(**overrides: Any) -> Settings:
-        return load_settings({}, redis_url=redis_url, sandbox_ledger=ledger_path, **{**TEST_SETTINGS, **overrides})
+        return load_settings(
+            {}, redis_url=redis_url, sandbox_ledger=ledger_path, **{**TEST_SETTINGS, **overrides}
+        )
 
     return make
 
@@ -127,8 +129,10 @@ def book(client: FlaskClient) -> Callable[..., str]:
     """POST a booking (BOOKING with overrides merged per section) and return its saga id."""
 
     def post(**sections: Any) -> str:
-        body = {key: {**value, **sections.get(key, {})} if isinstance(value, dict) else value
-                for key, value in BOOKING.items()}
+        body = {
+            key: {**value, **sections.get(key, {})} if isinstance(value, dict) else value
+            for key, value in BOOKING.items()
+        }
         response = client.post("/book", json=body)
         assert response.status_code == 202, response.get_json()
         return str(response.get_json()["id"])
@@ -158,11 +162,16 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
 def worker_processes(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start real `python worker.py` processes; each is stopped (SIGTERM, then SIGKILL) afterwards."""
     started: list[subprocess.Popen[bytes]] = []
+    logs: list[IO[bytes]] = []
 
     def start(settings: Settings, **extra: str) -> subprocess.Popen[bytes]:
-        log = open(tmp_path / f"worker-{len(started)}.log", "wb")  # noqa: SIM115 - closed with the process
+        logs.append(open(tmp_path / f"worker-{len(started)}.log", "wb"))
         proc = subprocess.Popen(
-            [sys.executable, "worker.py"], cwd=ROOT, env=worker_env(settings, **extra), stdout=log, stderr=log
+            [sys.executable, "worker.py"],
+            cwd=ROOT,
+            env=worker_env(settings, **extra),
+            stdout=logs[-1],
+            stderr=subprocess.STDOUT,
         )
         started.append(proc)
         return proc
@@ -176,6 +185,8 @@ def worker_processes(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    for log in logs:
+        log.close()
 
 
 @pytest.fixture

@@ -34,7 +34,10 @@ def undo_order(record: SagaRecord) -> list[str]:
 
 
 def test_booking_completes_and_reaches_every_provider_once(
-    client: FlaskClient, engine: SagaEngine, drain: Callable[[SagaEngine], None], ledger: SandboxLedger,
+    client: FlaskClient,
+    engine: SagaEngine,
+    drain: Callable[[SagaEngine], None],
+    ledger: SandboxLedger,
     book: Callable[..., str],
 ) -> None:
     saga_id = book()
@@ -53,8 +56,12 @@ def test_booking_completes_and_reaches_every_provider_once(
 
 @pytest.mark.parametrize("failing", STEPS)
 def test_permanent_failure_at_each_step_undoes_earlier_steps_once_in_reverse(
-    failing: str, make_settings: Any, redis: Redis, client: FlaskClient,
-    drain: Callable[[SagaEngine], None], ledger: SandboxLedger,
+    failing: str,
+    make_settings: Any,
+    redis: Redis,
+    client: FlaskClient,
+    drain: Callable[[SagaEngine], None],
+    ledger: SandboxLedger,
 ) -> None:
     engine = build_engine(make_settings(sandbox_faults=f"{failing}=fail"), redis)
     client.application.extensions["saga_engine"] = engine
@@ -101,7 +108,10 @@ def test_invalid_phone_number_refunds_the_charge(
 
 
 def test_transient_failures_are_retried_then_succeed_without_compensating(
-    make_settings: Any, redis: Redis, drain: Callable[[SagaEngine], None], ledger: SandboxLedger,
+    make_settings: Any,
+    redis: Redis,
+    drain: Callable[[SagaEngine], None],
+    ledger: SandboxLedger,
     client: FlaskClient,
 ) -> None:
     engine = build_engine(make_settings(sandbox_faults="charge_card=flaky:2", step_max_attempts=3), redis)
@@ -113,14 +123,22 @@ def test_transient_failures_are_retried_then_succeed_without_compensating(
     assert record.status == SagaStatus.COMPLETED
     assert record.step("charge_card").attempts == 3
     assert [h.target for h in record.history if h.step == "charge_card"] == [
-        "running", "pending", "running", "pending", "running", "succeeded"
+        "running",
+        "pending",
+        "running",
+        "pending",
+        "running",
+        "succeeded",
     ]
     assert not any(h.direction == "undo" for h in record.history)
     assert kinds(ledger, saga_id) == ["charge", "message/confirmation", "event_created"]
 
 
 def test_exhausted_retries_compensate_only_after_the_last_attempt(
-    make_settings: Any, redis: Redis, drain: Callable[[SagaEngine], None], ledger: SandboxLedger,
+    make_settings: Any,
+    redis: Redis,
+    drain: Callable[[SagaEngine], None],
+    ledger: SandboxLedger,
     client: FlaskClient,
 ) -> None:
     engine = build_engine(make_settings(sandbox_faults="send_sms=flaky:9", step_max_attempts=3), redis)
@@ -139,10 +157,15 @@ def test_exhausted_retries_compensate_only_after_the_last_attempt(
 
 
 def test_step_outliving_its_timeout_is_failed_and_compensated(
-    make_settings: Any, redis: Redis, drain: Callable[[SagaEngine], None], ledger: SandboxLedger,
+    make_settings: Any,
+    redis: Redis,
+    drain: Callable[[SagaEngine], None],
+    ledger: SandboxLedger,
     client: FlaskClient,
 ) -> None:
-    settings = make_settings(sandbox_faults="sync_calendar=hang", step_timeout_seconds=0.3, step_max_attempts=2)
+    settings = make_settings(
+        sandbox_faults="sync_calendar=hang", step_timeout_seconds=0.3, step_max_attempts=2
+    )
     engine = build_engine(settings, redis)
     client.application.extensions["saga_engine"] = engine
     saga_id = client.post("/book", json=BOOKING_BODY).get_json()["id"]
@@ -157,7 +180,10 @@ def test_step_outliving_its_timeout_is_failed_and_compensated(
 
 
 def test_failing_compensation_is_retried_then_the_rest_still_run_and_the_saga_fails(
-    make_settings: Any, redis: Redis, drain: Callable[[SagaEngine], None], ledger: SandboxLedger,
+    make_settings: Any,
+    redis: Redis,
+    drain: Callable[[SagaEngine], None],
+    ledger: SandboxLedger,
     client: FlaskClient,
 ) -> None:
     engine = build_engine(make_settings(sandbox_faults="sync_calendar=fail,refund_card=flaky:9"), redis)
@@ -177,7 +203,10 @@ def test_failing_compensation_is_retried_then_the_rest_still_run_and_the_saga_fa
 
 
 def test_flaky_compensation_is_retried_and_refunds_once(
-    make_settings: Any, redis: Redis, drain: Callable[[SagaEngine], None], ledger: SandboxLedger,
+    make_settings: Any,
+    redis: Redis,
+    drain: Callable[[SagaEngine], None],
+    ledger: SandboxLedger,
     client: FlaskClient,
 ) -> None:
     engine = build_engine(make_settings(sandbox_faults="send_sms=fail,refund_card=flaky:1"), redis)

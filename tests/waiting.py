@@ -17,7 +17,9 @@ def wait_until_finished(engine: SagaEngine, saga_id: str, timeout: float = 30.0)
             return record
         left = deadline - time.monotonic()
         if left <= 0:
-            raise AssertionError(f"saga {saga_id} still {record.status.value} after {timeout}s: {record.as_dict()}")
+            raise AssertionError(
+                f"saga {saga_id} still {record.status.value} after {timeout}s: {record.as_dict()}"
+            )
         # Wake as soon as the saga records its next transition.
         entries = engine.redis.xread({keys.history(saga_id): last_id}, block=int(min(left, 1.0) * 1000))
         if entries:
