@@ -252,7 +252,8 @@ def test_display_redis_url_masks_the_password() -> None:
         run.display_redis_url("rediss://user:s3cret@cache.example:6380/1")
         == "rediss://user:***@cache.example:6380/1"
     )
-    assert "s3cret" not in run.display_redis_url("redis://:s3cret@localhost/0")
+    assert run.display_redis_url("redis://:s3cret@localhost/0") == "redis://:***@localhost/0"
+    assert run.display_redis_url("redis://:s3cret@[::1]:6379/0") == "redis://:***@[::1]:6379/0"
 
 
 def test_banner_has_a_ready_to_paste_booking() -> None:

@@ -1,0 +1,59 @@
+# Saga Relay. On a fresh machine (Python 3.11, no Redis) these two are all you need:
+#   make run    # install, then start web + worker + scheduler on an embedded Redis
+#   make test   # install dev deps, then lint, type-check and run the tests
+# Every target installs what it needs itself; repeat runs skip pip unless a
+# requirements file changed (stamp files in .venv/).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+INSTALLED := $(VENV)/.installed
+INSTALLED_DEV := $(VENV)/.installed-dev
+MYPY_TARGETS := saga config launcher
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint install install-dev clean distclean
+
+help: ## Show this list of targets
+	@echo "Usage: make <target>"
+	@echo
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+run: install ## Start web, worker and scheduler from the Procfile on an embedded Redis (Ctrl-C stops all)
+	$(BIN)/python -m launcher.run
+
+test: lint ## Install dev deps, lint, type-check, then run the test suite
+	$(BIN)/python -m pytest
+
+lint: install-dev ## Ruff lint and mypy type-check
+	$(BIN)/ruff check .
+	$(BIN)/mypy $(MYPY_TARGETS)
+
+install: $(INSTALLED) ## Create .venv and install runtime dependencies (requirements.txt)
+
+install-dev: $(INSTALLED_DEV) ## Create .venv and install runtime + dev dependencies (requirements-dev.txt)
+
+clean: ## Remove var/ (local Redis data, sandbox ledger) and tool caches; keeps .venv
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
+
+distclean: clean ## clean, and remove the virtualenv too
+	rm -rf $(VENV)
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+		echo "Saga Relay needs Python >= 3.11; $(PYTHON) is $$($(PYTHON) --version 2>&1)." >&2; \
+		echo "Run with e.g. 'make PYTHON=python3.11 ...'." >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+		echo "Could not create $(VENV); on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }
+
+# Stamps: pip runs again only when a requirements file is newer than the stamp.
+$(INSTALLED): requirements.txt | $(BIN)/python
+	$(PIP) install -q -r requirements.txt
+	touch $@
+
+# requirements-dev.txt includes requirements.txt, so this also satisfies the runtime stamp.
+$(INSTALLED_DEV): requirements-dev.txt requirements.txt | $(BIN)/python
+	$(PIP) install -q -r requirements-dev.txt
+	touch $(INSTALLED) $@
