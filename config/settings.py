@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from jobs.faults import FaultPlan
 
@@ -67,6 +67,21 @@ class Settings(BaseSettings):
         return int(self.idempotency_ttl_hours * 3600)
 
 
+class _GivenSettings(Settings):
+    """Settings from given values only, never the process environment (tests, tools)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Read settings from `environ` (default: the process environment) plus `overrides`.
 
@@ -77,7 +92,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         if environ is None:
             return Settings(**overrides)  # type: ignore[arg-type]
         known = {k.lower(): v for k, v in environ.items() if k.lower() in Settings.model_fields}
-        return Settings.model_validate({**known, **overrides})
+        return _GivenSettings(**cast(dict[str, Any], {**known, **overrides}))
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
