@@ -125,6 +125,27 @@ def drain() -> Callable[[SagaEngine], None]:
 
 
 @pytest.fixture
+def run_saga(
+    make_settings: Callable[..., Settings],
+    redis: Redis,
+    client: FlaskClient,
+    drain: Callable[[SagaEngine], None],
+) -> Callable[..., SagaRecord]:
+    """Book once through the API with settings overridden (e.g. sandbox_faults=...), run every job
+    in this process, and return the saga. The app keeps the engine, for tests that need it."""
+
+    def run(body: dict[str, Any] = BOOKING, **overrides: Any) -> SagaRecord:
+        engine = build_engine(make_settings(**overrides), redis)
+        client.application.extensions["saga_engine"] = engine
+        response = client.post("/book", json=body)
+        assert response.status_code == 202, response.get_json()
+        drain(engine)
+        return engine.get(response.get_json()["id"])
+
+    return run
+
+
+@pytest.fixture
 def book(client: FlaskClient) -> Callable[..., str]:
     """POST a booking (BOOKING with overrides merged per section) and return its saga id."""
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from flask.testing import FlaskClient
 from redis import Redis
@@ -15,9 +14,8 @@ from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
 from jobs.providers.sandbox import SandboxLedger
-from jobs.runtime import build_engine
 from jobs.slots import SlotStore, SlotTaken
-from saga import SagaEngine, SagaStatus, keys
+from saga import SagaEngine, SagaRecord, SagaStatus, keys
 from saga.entrypoints import bind, on_job_failure
 from tests.conftest import BOOKING
 
@@ -52,18 +50,16 @@ def test_false_abandoned_report_for_a_finished_step_compensates_nothing(
 
 
 def test_report_from_an_older_attempt_is_refused(
-    make_settings: Any, redis: Redis, client: FlaskClient, drain: Callable[[SagaEngine], None]
+    run_saga: Callable[..., SagaRecord], client: FlaskClient
 ) -> None:
-    engine = build_engine(make_settings(sandbox_faults="charge_card=flaky:1"), redis)
-    client.application.extensions["saga_engine"] = engine
-    saga_id = client.post("/book", json=BOOKING).get_json()["id"]
-    drain(engine)
-    assert engine.get(saga_id).step("charge_card").attempts == 2
+    record = run_saga(sandbox_faults="charge_card=flaky:1")
+    engine: SagaEngine = client.application.extensions["saga_engine"]
+    assert record.step("charge_card").attempts == 2
 
-    # Attempt 1 failed long ago; a late report about it must not touch the saga.
-    assert engine.report_failure(saga_id, "charge_card", "do", 1, "late report") is False
-    assert engine.report_failure(saga_id, "charge_card", "do", 2, "late report") is False
-    assert engine.get(saga_id).status == SagaStatus.COMPLETED
+    # Attempt 1 failed long ago and attempt 2 finished; late reports about either change nothing.
+    assert engine.report_failure(record.id, "charge_card", "do", 1, "late report") is False
+    assert engine.report_failure(record.id, "charge_card", "do", 2, "late report") is False
+    assert engine.get(record.id).history == record.history
 
 
 def test_duplicate_job_for_a_claimed_attempt_does_nothing(
@@ -103,41 +99,35 @@ def test_unknown_outcome_report_retries_the_step_with_the_same_key(
 
 
 def test_retry_waits_in_rqs_scheduler_with_backoff(
-    make_settings: Any, redis: Redis, client: FlaskClient, drain: Callable[[SagaEngine], None]
+    run_saga: Callable[..., SagaRecord], client: FlaskClient
 ) -> None:
-    settings = make_settings(sandbox_faults="charge_card=flaky:1", retry_initial_delay_seconds=30)
-    engine = build_engine(settings, redis)
-    client.application.extensions["saga_engine"] = engine
-    saga_id = client.post("/book", json=BOOKING).get_json()["id"]
-    drain(engine)
+    record = run_saga(sandbox_faults="charge_card=flaky:1", retry_initial_delay_seconds=30)
+    engine: SagaEngine = client.application.extensions["saga_engine"]
 
-    record = engine.get(saga_id)
     assert record.status == SagaStatus.RUNNING
     step = record.step("charge_card")
     assert step.status.value == "pending" and step.attempts == 1 and step.next_attempt_at
     registry = ScheduledJobRegistry(queue=engine.queue.rq)
-    job_id = f"{saga_id}-charge_card-do-2"
+    job_id = f"{record.id}-charge_card-do-2"
     assert registry.get_job_ids() == [job_id]
     wait = (registry.get_scheduled_time(job_id) - datetime.now(UTC)).total_seconds()
     assert 13 <= wait <= 31  # 30 s with up to half taken off by jitter, in whole seconds
     assert not any(h.direction == "undo" for h in record.history)
 
 
-def test_finished_saga_expires_after_retention(
-    make_settings: Any, redis: Redis, client: FlaskClient, drain: Callable[[SagaEngine], None]
-) -> None:
-    engine = build_engine(make_settings(saga_retention_days=2), redis)
-    client.application.extensions["saga_engine"] = engine
-    response = client.post("/book", json=BOOKING, headers={"Idempotency-Key": "k1"})
-    saga_id = response.get_json()["id"]
-    assert redis.zscore(keys.ACTIVE, saga_id) is not None
-    drain(engine)
-
-    names = [s.name for s in engine.sagas["booking"].steps]
-    for key in keys.all_of_saga(saga_id, names):
+def test_finished_saga_expires_after_retention(run_saga: Callable[..., SagaRecord], redis: Redis) -> None:
+    record = run_saga(saga_retention_days=2)
+    assert record.status == SagaStatus.COMPLETED
+    for key in keys.all_of_saga(record.id, [s.name for s in record.steps]):
         assert 2 * 86400 - 60 < redis.ttl(key) <= 2 * 86400, key
+    assert redis.zscore(keys.ACTIVE, record.id) is None
+
+
+def test_idempotency_key_is_kept_for_its_ttl(client: FlaskClient, redis: Redis) -> None:
+    saga_id = client.post("/book", json=BOOKING, headers={"Idempotency-Key": "k1"}).get_json()["id"]
+    assert redis.get(keys.idempotency("k1")) == saga_id.encode()
     assert 72 * 3600 - 60 < redis.ttl(keys.idempotency("k1")) <= 72 * 3600
-    assert redis.zscore(keys.ACTIVE, saga_id) is None
+    assert redis.zscore(keys.ACTIVE, saga_id) is not None
 
 
 def test_twenty_concurrent_reservations_of_one_slot_have_one_winner(redis: Redis) -> None:
