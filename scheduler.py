@@ -11,7 +11,7 @@ def main() -> None:
     """Register the periodic jobs, then poll until stopped."""
     settings = settings_or_exit()
     sched = scheduler(redis_client(settings), settings.queue_name, settings.scheduler_interval_seconds)
-    names = register_periodic(sched)
+    names = register_periodic(sched, settings.reconcile_interval_seconds)
     logging.getLogger("scheduler").info("periodic jobs registered: %s", ", ".join(names))
     sched.run()
 

@@ -40,10 +40,15 @@ class Settings(BaseSettings):
     saga_retention_days: float = Field(30.0, gt=0, le=3650)
     idempotency_ttl_hours: float = Field(72.0, gt=0, le=24 * 365)
     scheduler_interval_seconds: int = Field(10, ge=1, le=3600)
+    reconcile_interval_seconds: int = Field(30, ge=1, le=3600)
+    stall_grace_seconds: float = Field(60.0, gt=0, le=86400)
+    shutdown_grace_seconds: float = Field(25.0, gt=0, le=3600)
+    rq_timeout_grace_seconds: int = Field(15, ge=1, le=3600)
 
     providers: Literal["sandbox"] = "sandbox"
     sandbox_ledger: Path = ROOT / "var" / "sandbox-ledger.sqlite3"
     sandbox_faults: str = ""
+    sandbox_crash_point: str = Field("", pattern=r"^([a-z_]+:(before_call|after_call|after_record))?$")
 
     @field_validator("sandbox_faults")
     @classmethod

@@ -54,7 +54,7 @@ class BookingSteps:
     def _enter(self, name: str, ctx: StepContext) -> float:
         """Apply any injected fault, then return the time left for provider calls."""
         left = ctx.time_left(self.monotonic)
-        self.services.faults.inject(name, ctx.attempt, left)
+        self.services.faults.inject(name, ctx.attempt, left, ctx.saga_id)
         return ctx.time_left(self.monotonic)
 
     def book_slot(self, ctx: StepContext) -> str:

@@ -7,6 +7,7 @@ into production, and the caller decides to honour it only in sandbox mode.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -17,8 +18,11 @@ from dataclasses import dataclass
 from jobs.providers.errors import PermanentProviderError, TransientProviderError
 
 ENV_VAR = "SANDBOX_FAULTS"
-EXPECTED = "expected name=fail|flaky:N|hang[:N]|crash[:N], comma-separated"
-_PAIR = re.compile(r"(?P<name>[a-z_]+)=(?P<mode>fail|flaky|hang|crash)(?::(?P<count>[1-9][0-9]*))?")
+EXPECTED = "expected name=fail|flaky:N|hang[:N]|crash[:N], optionally @P% of sagas, comma-separated"
+_PAIR = re.compile(
+    r"(?P<name>[a-z_]+)=(?P<mode>fail|flaky|hang|crash)(?::(?P<count>[1-9][0-9]*))?"
+    r"(?:@(?P<percent>[0-9]{1,2}(?:\.[0-9]+)?|100)%)?"
+)
 
 
 class InjectedFailure(PermanentProviderError):
@@ -41,13 +45,20 @@ class Fault:
 
     mode: str
     count: int | None = None
+    percent: float = 100.0  # share of sagas hit, chosen by saga id so all its attempts agree
 
-    def applies(self, attempt: int) -> bool:
+    def applies(self, attempt: int, saga_id: str = "") -> bool:
         """Attempts count from 1, so `flaky:2` fails attempts 1 and 2 and lets 3 through."""
-        return self.count is None or attempt <= self.count
+        if self.count is not None and attempt > self.count:
+            return False
+        if self.percent >= 100:
+            return True
+        bucket = int.from_bytes(hashlib.sha256(f"{saga_id}|{self.mode}".encode()).digest()[:4], "big")
+        return bucket % 10_000 < self.percent * 100
 
     def __str__(self) -> str:
-        return self.mode if self.count is None else f"{self.mode}:{self.count}"
+        text = self.mode if self.count is None else f"{self.mode}:{self.count}"
+        return text if self.percent >= 100 else f"{text}@{self.percent:g}%"
 
 
 @dataclass(frozen=True)
@@ -71,7 +82,8 @@ class FaultPlan:
                 raise ValueError(f'{ENV_VAR}: "{pair}" is not valid; {EXPECTED}')
             if match["name"] in faults:
                 raise ValueError(f'{ENV_VAR}: "{pair}" names {match["name"]} twice; {EXPECTED}')
-            faults[match["name"]] = Fault(mode, count)
+            percent = float(match["percent"]) if match["percent"] else 100.0
+            faults[match["name"]] = Fault(mode, count, percent)
         return cls(tuple(sorted(faults.items())))
 
     @classmethod
@@ -93,10 +105,10 @@ class FaultPlan:
     def __str__(self) -> str:
         return ",".join(f"{name}={fault}" for name, fault in self.faults)
 
-    def inject(self, name: str, attempt: int, timeout: float) -> None:
+    def inject(self, name: str, attempt: int, timeout: float, saga_id: str = "") -> None:
         """Call at the start of attempt `attempt` (from 1) of `name`, with the step's timeout."""
         fault = self.get(name)
-        if fault is None or not fault.applies(attempt):
+        if fault is None or not fault.applies(attempt, saga_id):
             return
         if fault.mode == "fail":
             raise InjectedFailure(name)

@@ -6,6 +6,7 @@ from redis import Redis
 
 from config import Settings
 from jobs.booking import BookingServices, booking_saga
+from jobs.crashpoints import CrashPoint
 from jobs.providers.sandbox import SandboxCalendar, SandboxLedger, SandboxMessaging, SandboxPayments
 from jobs.slots import SlotStore
 from saga import RetryPolicy, SagaEngine
@@ -37,10 +38,14 @@ def build_engine(settings: Settings, redis: Redis | None = None) -> SagaEngine:
         max_delay=settings.retry_max_delay_seconds,
     )
     saga = booking_saga(booking_services(settings, redis), timeout=settings.step_timeout_seconds, retry=retry)
+    crash = settings.sandbox_crash_point
     return SagaEngine(
         redis,
         [saga],
         queue_name=settings.queue_name,
         retention=settings.retention_seconds,
         idempotency_ttl=settings.idempotency_ttl_seconds,
+        stall_grace=settings.stall_grace_seconds,
+        rq_timeout_grace=settings.rq_timeout_grace_seconds,
+        checkpoint=CrashPoint(crash, settings.sandbox_ledger.parent) if crash else None,
     )

@@ -34,6 +34,10 @@ log = logging.getLogger("saga")
 DAY = 86400
 
 
+Checkpoint = Callable[[str, StepContext], None]
+"""Called at `before_call`, `after_call` and `after_record` of every attempt (crash tests)."""
+
+
 @dataclass(frozen=True)
 class Started:
     """The answer to `SagaEngine.start`: which saga, and whether this call created it."""
@@ -68,16 +72,23 @@ class SagaEngine:
         idempotency_ttl: int = 3 * DAY,
         result_ttl: int = 3600,
         failure_ttl: int = 7 * DAY,
+        stall_grace: float = 60.0,
+        rq_timeout_grace: int = 15,
+        checkpoint: Checkpoint | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis = redis
         self.sagas = {s.name: s for s in sagas}
         self.store = SagaStore(redis, clock)
-        self.queue = StepQueue(redis, queue_name, result_ttl=result_ttl, failure_ttl=failure_ttl)
+        self.queue = StepQueue(
+            redis, queue_name, result_ttl=result_ttl, failure_ttl=failure_ttl, timeout_grace=rq_timeout_grace
+        )
         self.idempotency_ttl = idempotency_ttl
+        self.stall_grace = stall_grace
+        self.checkpoint = checkpoint
         self.monotonic = monotonic
-        self.settle = Settlement(self.store, self.queue, retention)
+        self.settle = Settlement(self.store, self.queue, retention, stall_grace)
 
     def definition(self, name: str) -> Saga:
         """The saga definition called `name`; raises `UnknownSaga`."""
@@ -112,7 +123,7 @@ class SagaEngine:
             pipe.multi()
             if idem is not None:
                 pipe.set(idem, saga_id, ex=self.idempotency_ttl)
-            self.store.create(pipe, saga_id, saga, data)
+            self.store.create(pipe, saga_id, saga, data, self.store.clock() + self.stall_grace)
             first = saga.steps[0]
             self.queue.enqueue(
                 pipe, saga_name=name, saga_id=saga_id, step=first, direction=Direction.DO, attempt=1
@@ -156,6 +167,7 @@ class SagaEngine:
             deadline=self.monotonic() + step.timeout,
         )
         work = step.compensate if undo else step.action
+        self._checkpoint("before_call", ctx)
         try:
             ref = run_with_deadline(lambda: work(ctx), step=step.name, timeout=step.timeout)
         except Exception as exc:
@@ -164,6 +176,7 @@ class SagaEngine:
             raise AttemptFailed(
                 saga_id, step.name, attempt, "permanent" if permanent else "retryable"
             ) from exc
+        self._checkpoint("after_call", ctx)
         self._apply(
             saga_id,
             step_name,
@@ -171,6 +184,11 @@ class SagaEngine:
             attempt,
             lambda pipe, c: self.settle.success(pipe, c, direction, attempt, ref),
         )
+        self._checkpoint("after_record", ctx)
+
+    def _checkpoint(self, point: str, ctx: StepContext) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint(point, ctx)
 
     def report_failure(self, saga_id: str, step_name: str, direction: str, attempt: int, reason: str) -> bool:
         """Record a failure the job could not report itself (timeout, dead worker).
@@ -181,21 +199,22 @@ class SagaEngine:
         """
         return self._settle_failure(saga_id, step_name, direction, attempt, reason, permanent=False)
 
-    def stalled(self, grace: float = 60.0) -> list[str]:
-        """Ids of unfinished sagas that have not moved for longer than any step may take.
+    def requeue(self, saga_id: str, step_name: str, direction: str, attempt: int, reason: str) -> bool:
+        """Enqueue again an attempt whose job was lost, with the same job id and keys.
 
-        A step may legitimately be quiet for its timeout plus a retry delay; past
-        that (plus `grace`) its job was most likely lost with a dead worker.
+        Only while the step still waits for exactly that attempt, so a requeue that
+        races the real job (or another reconciler) changes nothing.
         """
-        quiet = max(
-            step.timeout + max(step.retry.max_delay, step.compensation_retry.max_delay)
-            for saga in self.sagas.values()
-            for step in saga.steps
-        )
-        cutoff = self.store.clock() - quiet - grace
-        return [
-            raw.decode() for raw in cast(list[bytes], self.redis.zrangebyscore(keys.ACTIVE, "-inf", cutoff))
-        ]
+
+        def body(pipe: Pipeline) -> bool:
+            claim, status = self._read(pipe, saga_id, step_name, attempt)
+            if not self._awaits(claim.record, status, direction, attempt):
+                return False
+            pipe.multi()
+            self.settle.requeued(pipe, claim, direction, attempt, reason)
+            return True
+
+        return self.store.transact([keys.saga(saga_id), keys.step(saga_id, step_name)], body)
 
     # -- internals -----------------------------------------------------------
 
@@ -252,29 +271,28 @@ class SagaEngine:
         )
         return claim, SagaStatus(header[b"status"].decode())
 
+    @staticmethod
+    def _awaits(rec: StepRecord, status: SagaStatus, direction: str, attempt: int) -> bool:
+        """True when the step waits for attempt `attempt` in `direction` to start."""
+        if direction == Direction.DO:
+            return (
+                status == SagaStatus.RUNNING
+                and rec.status == StepStatus.PENDING
+                and rec.attempts == attempt - 1
+            )
+        first = attempt == 1 and rec.status in (StepStatus.SUCCEEDED, StepStatus.FAILED)
+        again = (
+            rec.status == StepStatus.COMPENSATING
+            and rec.claimed == 0
+            and rec.compensation_attempts == attempt - 1
+        )
+        return status == SagaStatus.COMPENSATING and (first or again)
+
     def _claim(self, pipe: Pipeline, saga_id: str, step_name: str, direction: str, attempt: int) -> Claim:
         claim, status = self._read(pipe, saga_id, step_name, attempt)
-        rec = claim.record
-        if direction == Direction.DO:
-            if (
-                status != SagaStatus.RUNNING
-                or rec.status != StepStatus.PENDING
-                or rec.attempts != attempt - 1
-            ):
-                raise StaleAttempt(
-                    saga_id, step_name, attempt, f"step is {rec.status.value}, saga {status.value}"
-                )
-        else:
-            fresh = attempt == 1 and rec.status in (StepStatus.SUCCEEDED, StepStatus.FAILED)
-            retry = (
-                rec.status == StepStatus.COMPENSATING
-                and rec.claimed == 0
-                and rec.compensation_attempts == attempt - 1
-            )
-            if status != SagaStatus.COMPENSATING or not (fresh or retry):
-                raise StaleAttempt(
-                    saga_id, step_name, attempt, f"step is {rec.status.value}, saga {status.value}"
-                )
+        if not self._awaits(claim.record, status, direction, attempt):
+            reason = f"step is {claim.record.status.value}, saga {status.value}"
+            raise StaleAttempt(saga_id, step_name, attempt, reason)
         pipe.multi()
         self.settle.claimed(pipe, claim, direction, attempt)
         return claim

@@ -85,9 +85,12 @@ def on_horse_killed(job: Job, retpid: int, ret_val: int, rusage: object) -> None
     _report(job, f"work-horse terminated unexpectedly (wait status {ret_val}); outcome unknown")
 
 
-def report_stalled() -> int:
-    """Periodic job: log every saga that has stopped moving, so it gets looked at."""
-    stalled = current().stalled()
-    for saga_id in stalled:
-        log.warning("saga has not moved within its step timeout and retry delay", extra={"saga_id": saga_id})
-    return len(stalled)
+def reconcile() -> int:
+    """Periodic job: drive on every saga whose worker or job was lost; returns how many moved."""
+    from saga.reconcile import Reconciler  # the reconciler imports the engine, which imports us
+
+    repairs = Reconciler(current()).run()
+    moved = [r for r in repairs if r.action in ("requeued", "failed_attempt")]
+    if repairs:
+        log.info("reconciled %d overdue saga(s), %d moved on", len(repairs), len(moved))
+    return len(moved)

@@ -3,7 +3,8 @@
     sr:saga:{id}                 hash    the saga record
     sr:saga:{id}:step:{name}     hash    one step record
     sr:saga:{id}:history         stream  every transition, in order
-    sr:sagas:active              zset    id -> time of the last move, for sweeps
+    sr:sagas:active              zset    id -> when it should next have moved (reconciler)
+    sr:reconciler:lock           string  held by the one reconciler pass running
     sr:idem:{sha256(key)}        string  client Idempotency-Key -> saga id
     sr:slot:{resource}:{start}   string  a reserved slot -> the saga holding it
 
@@ -18,6 +19,7 @@ from collections.abc import Iterable
 
 PREFIX = "sr"
 ACTIVE = f"{PREFIX}:sagas:active"
+RECONCILER_LOCK = f"{PREFIX}:reconciler:lock"
 
 
 def _digest(value: str) -> str:

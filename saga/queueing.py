@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from redis import Redis
 from redis.client import Pipeline
 from rq import Callback, Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from saga import keys
@@ -21,18 +23,19 @@ DO_STEP = "saga.entrypoints.do_step"
 UNDO_STEP = "saga.entrypoints.undo_step"
 ON_FAILURE = "saga.entrypoints.on_job_failure"
 
-# RQ's own hard limit sits above the engine's step timeout, so the engine's
-# deadline fires first and RQ's only catches an engine stuck talking to Redis.
-RQ_TIMEOUT_GRACE = 15
-
 
 class StepQueue:
     """Enqueues attempts inside the caller's transaction."""
 
-    def __init__(self, redis: Redis, name: str, *, result_ttl: int, failure_ttl: int) -> None:
+    def __init__(
+        self, redis: Redis, name: str, *, result_ttl: int, failure_ttl: int, timeout_grace: int = 15
+    ) -> None:
         self.rq = Queue(name, connection=redis, serializer=JSONSerializer)
         self.result_ttl = result_ttl
         self.failure_ttl = failure_ttl
+        # RQ's own hard limit sits this far above the engine's step timeout, so the
+        # engine's deadline fires first and RQ's only catches an engine stuck on Redis.
+        self.timeout_grace = timeout_grace
 
     def enqueue(
         self,
@@ -51,7 +54,7 @@ class StepQueue:
         options = {
             "job_id": job_id,
             "description": f"{saga_name}.{label} saga={saga_id} attempt={attempt}",
-            "job_timeout": math.ceil(step.timeout) + RQ_TIMEOUT_GRACE,
+            "job_timeout": math.ceil(step.timeout) + self.timeout_grace,
             "result_ttl": self.result_ttl,
             "failure_ttl": self.failure_ttl,
             "meta": {"saga_id": saga_id, "step": step.name, "direction": direction, "attempt": attempt},
@@ -65,3 +68,15 @@ class StepQueue:
         else:
             self.rq.enqueue(func, saga_id, step.name, **options)
         return job_id
+
+    def waiting(self, job_id: str) -> bool:
+        """True while the job is queued (really in the queue) or scheduled: it will still run."""
+        try:
+            job = Job.fetch(job_id, connection=self.rq.connection, serializer=JSONSerializer)
+        except NoSuchJobError:
+            return False
+        status = job.get_status(refresh=False)
+        if status in (JobStatus.SCHEDULED, JobStatus.DEFERRED):
+            return True
+        # A job hash can say "queued" after its id left the list (a worker died dequeuing it).
+        return status == JobStatus.QUEUED and self.rq.connection.lpos(self.rq.key, job_id) is not None

@@ -143,6 +143,7 @@ class SagaRecord:
     updated_at: str
     finished_at: str | None
     error: str | None
+    current_step: str | None = None
     steps: list[StepRecord] = field(default_factory=list)
     history: list[Transition] = field(default_factory=list)
 
@@ -160,6 +161,7 @@ class SagaRecord:
             updated_at=raw[b"updated_at"].decode(),
             finished_at=_text(raw, "finished_at"),
             error=_text(raw, "error"),
+            current_step=_text(raw, "step"),
             steps=steps,
             history=history,
         )
@@ -184,6 +186,7 @@ class SagaRecord:
             "saga": self.name,
             "status": self.status.value,
             "error": self.error,
+            "current_step": self.current_step,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "finished_at": self.finished_at,

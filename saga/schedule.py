@@ -19,10 +19,8 @@ class JSONJob(Job):
         super().__init__(*args, **kwargs)
 
 
-PERIODIC = {
-    # job id -> (function, interval in seconds)
-    "saga-report-stalled": ("saga.entrypoints.report_stalled", 60),
-}
+# job id -> function; each runs every `interval` seconds given to `register_periodic`.
+PERIODIC = {"saga-reconcile": "saga.entrypoints.reconcile"}
 
 
 def scheduler(redis: Redis, queue_name: str, interval: int) -> Scheduler:
@@ -30,17 +28,16 @@ def scheduler(redis: Redis, queue_name: str, interval: int) -> Scheduler:
     return Scheduler(queue_name=queue_name, connection=redis, interval=interval, job_class=JSONJob)
 
 
-def register_periodic(sched: Scheduler) -> list[str]:
+def register_periodic(sched: Scheduler, interval: int) -> list[str]:
     """Schedule each periodic job once; a restart replaces it instead of adding a copy."""
-    for job_id, (func, every) in PERIODIC.items():
+    for job_id, func in PERIODIC.items():
         sched.cancel(job_id)
         sched.schedule(
             datetime.now(UTC),
             func,
             id=job_id,
-            interval=every,
-            repeat=None,
-            result_ttl=every * 10,
+            interval=interval,
+            result_ttl=interval * 10,
             description=f"saga.{job_id.removeprefix('saga-')}",
         )
     return list(PERIODIC)

@@ -22,10 +22,15 @@ if TYPE_CHECKING:
 class Settlement:
     """Applies claim, success and failure of one attempt to the records."""
 
-    def __init__(self, store: SagaStore, queue: StepQueue, retention: int) -> None:
+    def __init__(self, store: SagaStore, queue: StepQueue, retention: int, grace: float) -> None:
         self.store = store
         self.queue = queue
         self.retention = retention
+        self.grace = grace  # how late a saga may move before the reconciler looks at it
+
+    def _touch(self, pipe: Pipeline, claim: Claim, fields: dict[str, str], wait: float = 0.0) -> None:
+        """Update the saga and expect its next move within `wait` seconds plus the grace."""
+        self.store.update_saga(pipe, claim.saga_id, fields, self.store.clock() + wait + self.grace)
 
     def claimed(self, pipe: Pipeline, claim: Claim, direction: str, attempt: int) -> None:
         """The attempt owns its step from now on."""
@@ -49,7 +54,7 @@ class Settlement:
                 fields["compensation_started_at"] = at
         self.store.update_step(pipe, claim.saga_id, rec.name, fields)
         self.store.clear_step_fields(pipe, claim.saga_id, rec.name, "next_attempt_at")
-        self.store.update_saga(pipe, claim.saga_id, {})
+        self._touch(pipe, claim, {}, claim.step.timeout + self.queue.timeout_grace)
 
     def success(self, pipe: Pipeline, claim: Claim, direction: str, attempt: int, ref: str | None) -> None:
         """Record the result and enqueue what comes next."""
@@ -62,7 +67,7 @@ class Settlement:
                 self._finish(pipe, claim, SagaStatus.RUNNING, SagaStatus.COMPLETED, "all steps succeeded")
             else:
                 self._enqueue(pipe, claim, following, Direction.DO, 1)
-                self.store.update_saga(pipe, claim.saga_id, {"step": following.name})
+                self._touch(pipe, claim, {"step": following.name})
         else:
             self._step_move(pipe, claim, StepStatus.COMPENSATED, direction, attempt, ref or "nothing to undo")
             fields = {"compensation_ref": ref or "", "compensation_finished_at": at, "claimed": 0}
@@ -84,9 +89,7 @@ class Settlement:
             )
             check_saga_move(SagaStatus.RUNNING, SagaStatus.COMPENSATING)
             error = f"{name} failed after {attempt} attempt(s): {reason}"
-            self.store.update_saga(
-                pipe, claim.saga_id, {"status": SagaStatus.COMPENSATING.value, "error": error}
-            )
+            self._touch(pipe, claim, {"status": SagaStatus.COMPENSATING.value, "error": error})
             self.store.record(
                 pipe,
                 claim.saga_id,
@@ -106,8 +109,15 @@ class Settlement:
             }
             self.store.update_step(pipe, claim.saga_id, name, fields)
             failed = ",".join((*claim.failed_compensations, name))
-            self.store.update_saga(pipe, claim.saga_id, {"failed_compensations": failed})
+            self._touch(pipe, claim, {"failed_compensations": failed})
             self._compensate_before(pipe, claim, failed_now=True)
+
+    def requeued(self, pipe: Pipeline, claim: Claim, direction: str, attempt: int, reason: str) -> None:
+        """Enqueue a lost attempt again, recording why."""
+        status = claim.record.status
+        self._history(pipe, claim, status, direction, attempt, f"requeued: {reason}", source=status)
+        self._touch(pipe, claim, {})
+        self._enqueue(pipe, claim, claim.step, direction, attempt)
 
     # -- internals -----------------------------------------------------------
 
@@ -124,7 +134,7 @@ class Settlement:
             self._history(pipe, claim, StepStatus.COMPENSATING, direction, attempt, detail)
             fields = {"compensation_error": reason, "next_attempt_at": when, "claimed": 0}
         self.store.update_step(pipe, claim.saga_id, name, fields)
-        self.store.update_saga(pipe, claim.saga_id, {})
+        self._touch(pipe, claim, {}, delay)
         self._enqueue(pipe, claim, claim.step, direction, attempt + 1, delay)
 
     def _compensate_before(self, pipe: Pipeline, claim: Claim, *, failed_now: bool) -> None:
@@ -132,7 +142,7 @@ class Settlement:
         previous = claim.saga.before(claim.record.name)
         if previous is not None:
             self._enqueue(pipe, claim, previous, Direction.UNDO, 1)
-            self.store.update_saga(pipe, claim.saga_id, {"step": previous.name})
+            self._touch(pipe, claim, {"step": previous.name})
             return
         failed = [*claim.failed_compensations, *([claim.record.name] if failed_now else [])]
         if failed:

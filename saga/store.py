@@ -95,8 +95,10 @@ class SagaStore:
 
     # -- writes (pipeline in MULTI) ----------------------------------------
 
-    def create(self, pipe: Pipeline, saga_id: str, saga: Saga, data: Mapping[str, Any]) -> None:
-        """Write a new saga in `running` with every step `pending`."""
+    def create(
+        self, pipe: Pipeline, saga_id: str, saga: Saga, data: Mapping[str, Any], check_at: float
+    ) -> None:
+        """Write a new saga in `running` with every step `pending`; see `update_saga` for `check_at`."""
         at = self.now()
         pipe.hset(
             keys.saga(saga_id),
@@ -106,6 +108,7 @@ class SagaStore:
                 "status": SagaStatus.RUNNING.value,
                 "data": json.dumps(data, separators=(",", ":")),
                 "steps": json.dumps([s.name for s in saga.steps]),
+                "step": saga.steps[0].name,
                 "created_at": at,
                 "updated_at": at,
             },
@@ -126,12 +129,28 @@ class SagaStore:
                 },
             )
         self.record(pipe, saga_id, source="", target=SagaStatus.RUNNING.value, detail="saga started")
-        pipe.zadd(keys.ACTIVE, {saga_id: self.clock()})
+        pipe.zadd(keys.ACTIVE, {saga_id: check_at})
 
-    def update_saga(self, pipe: Pipeline, saga_id: str, fields: Fields) -> None:
-        """Change saga fields and mark it as moved just now."""
+    def update_saga(
+        self, pipe: Pipeline, saga_id: str, fields: Fields, check_at: float | None = None
+    ) -> None:
+        """Change saga fields; `check_at` is when the saga should next have moved.
+
+        The reconciler looks at sagas whose `check_at` has passed: by then a
+        healthy worker would have recorded the next transition.
+        """
         pipe.hset(keys.saga(saga_id), mapping=cast(Any, {**fields, "updated_at": self.now()}))
-        pipe.zadd(keys.ACTIVE, {saga_id: self.clock()}, xx=True)
+        if check_at is not None:
+            pipe.zadd(keys.ACTIVE, {saga_id: check_at}, xx=True)
+
+    def recheck_at(self, saga_id: str, check_at: float) -> None:
+        """Push back when an unfinished saga is next looked at (its job is queued, not lost)."""
+        self.redis.zadd(keys.ACTIVE, {saga_id: check_at}, xx=True)
+
+    def due(self, now: float, limit: int) -> list[str]:
+        """Unfinished sagas whose `check_at` has passed, oldest first."""
+        raw = self.redis.zrangebyscore(keys.ACTIVE, "-inf", now, start=0, num=limit)
+        return [item.decode() for item in cast(list[bytes], raw)]
 
     @staticmethod
     def update_step(pipe: Pipeline, saga_id: str, name: str, fields: Fields) -> None:

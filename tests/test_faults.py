@@ -151,3 +151,19 @@ def test_crash_n_spares_later_attempts() -> None:
     child.start()
     child.join(30)
     assert child.exitcode == 0
+
+
+def test_percent_hits_a_stable_share_of_sagas() -> None:
+    plan = FaultPlan.parse("send_sms=flaky:1@25%")
+    fault = plan.get("send_sms")
+    assert fault is not None and str(plan) == "send_sms=flaky:1@25%"
+    hits = [fault.applies(1, f"saga{i}") for i in range(4000)]
+    assert 800 < sum(hits) < 1200
+    assert hits == [fault.applies(1, f"saga{i}") for i in range(4000)]  # the same sagas every time
+    assert not any(fault.applies(2, f"saga{i}") for i in range(100))
+
+
+def test_percent_must_be_a_share() -> None:
+    for spec in ("x=fail@101%", "x=fail@%", "x=fail@5"):
+        with pytest.raises(ValueError, match="not valid"):
+            FaultPlan.parse(spec)
