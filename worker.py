@@ -1,14 +1,15 @@
 """Worker process: runs saga steps and compensations, and RQ's scheduler for retry delays."""
 
-from config.startup import settings_or_exit
+from config.startup import redis_or_exit, settings_or_exit
 from jobs.runtime import build_engine
 from saga.worker import SagaWorker
 
 
 def main() -> None:
-    """Work the saga queue until stopped (SIGTERM finishes the current step first)."""
+    """Work the saga queue until SIGTERM; a step still running after the grace is handed back."""
     settings = settings_or_exit()
-    SagaWorker(build_engine(settings)).work(with_scheduler=True)
+    engine = build_engine(settings, redis_or_exit(settings))
+    SagaWorker(engine, shutdown_grace=settings.shutdown_grace_seconds).work(with_scheduler=True)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+
+from redis import Redis
+from redis.exceptions import RedisError
 
 from config.logs import configure
 from config.settings import ConfigError, Settings, load_settings
+from saga.redis_checks import RedisMisconfigured, check_redis
 
 
 def settings_or_exit() -> Settings:
@@ -17,3 +22,18 @@ def settings_or_exit() -> Settings:
         raise SystemExit(2) from None
     configure(settings.log_level)
     return settings
+
+
+def redis_or_exit(settings: Settings) -> Redis:
+    """A client for REDIS_URL after checking the server keeps saga state; exit 2 if it would not."""
+    redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+    try:
+        for warning in check_redis(redis):
+            logging.getLogger("startup").warning("%s", warning)
+    except RedisMisconfigured as exc:
+        print(f"saga-relay: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except RedisError as exc:
+        print(f"saga-relay: cannot reach Redis at REDIS_URL: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return redis

@@ -12,11 +12,6 @@ from jobs.slots import SlotStore
 from saga import RetryPolicy, SagaEngine
 
 
-def redis_client(settings: Settings) -> Redis:
-    """A bytes-mode client (RQ needs raw bytes); no connection is made until first use."""
-    return Redis.from_url(settings.redis_url, health_check_interval=30)
-
-
 def booking_services(settings: Settings, redis: Redis) -> BookingServices:
     """The sandbox providers, with SANDBOX_FAULTS applied (sandbox is the only mode so far)."""
     ledger = SandboxLedger(settings.sandbox_ledger)
@@ -31,7 +26,7 @@ def booking_services(settings: Settings, redis: Redis) -> BookingServices:
 
 def build_engine(settings: Settings, redis: Redis | None = None) -> SagaEngine:
     """The engine with the booking saga registered, configured from `settings`."""
-    redis = redis or redis_client(settings)
+    redis = redis or Redis.from_url(settings.redis_url, health_check_interval=30)
     retry = RetryPolicy(
         max_attempts=settings.step_max_attempts,
         initial_delay=settings.retry_initial_delay_seconds,

@@ -7,7 +7,9 @@ records without calling the job's failure callback.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from types import FrameType
 from typing import Any
 
 from rq import Queue, SimpleWorker, Worker
@@ -18,14 +20,42 @@ from saga.engine import SagaEngine
 
 
 class SagaWorker(Worker):
-    """Forks a work-horse per job, like `rq worker`; a crash in a step kills only the horse."""
+    """Forks a work-horse per job, like `rq worker`; a crash in a step kills only the horse.
 
-    def __init__(self, engine: SagaEngine, queues: Sequence[Queue] | None = None, **kwargs: Any) -> None:
+    On SIGTERM it stops taking jobs and lets the running step finish; a step still
+    running after `shutdown_grace` seconds is handed back: its horse is killed and
+    the attempt recorded as failed with an unknown outcome, so another worker
+    retries it with the same idempotency key. Platforms send SIGKILL 30 s after
+    SIGTERM, so the grace stays below that.
+    """
+
+    def __init__(
+        self,
+        engine: SagaEngine,
+        queues: Sequence[Queue] | None = None,
+        *,
+        shutdown_grace: float = 25.0,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("serializer", JSONSerializer)
         kwargs.setdefault("work_horse_killed_handler", entrypoints.on_horse_killed)
         super().__init__(queues or [engine.queue.rq], connection=engine.redis, **kwargs)
         self.engine = engine
+        self.shutdown_grace = shutdown_grace
         entrypoints.bind(engine)
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        """Warm shutdown, bounded: hand the running step back after the grace."""
+        super().request_stop(signum, frame)
+        if self.horse_pid:
+            timer = threading.Timer(self.shutdown_grace, self._hand_back)
+            timer.daemon = True
+            timer.start()
+
+    def _hand_back(self) -> None:
+        if self.horse_pid:
+            self.log.warning("step still running %ss after SIGTERM: handing it back", self.shutdown_grace)
+            self.kill_horse()
 
 
 class SimpleSagaWorker(SimpleWorker):

@@ -26,7 +26,6 @@ from jobs.runtime import build_engine
 from launcher.redis_server import EmbeddedRedis, redis_answers
 from saga import SagaEngine, SagaRecord
 from saga.worker import SimpleSagaWorker
-from tests.waiting import wait_until_finished
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOKING: dict[str, Any] = {
@@ -161,36 +160,26 @@ def book(client: FlaskClient) -> Callable[..., str]:
     return post
 
 
-def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """Environment for a real worker process configured like `settings`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SANDBOX_", "STEP_", "RETRY_"))}
-    env.update(
-        REDIS_URL=settings.redis_url,
-        SANDBOX_LEDGER=str(settings.sandbox_ledger),
-        SANDBOX_FAULTS=settings.sandbox_faults,
-        STEP_TIMEOUT_SECONDS=str(settings.step_timeout_seconds),
-        STEP_MAX_ATTEMPTS=str(settings.step_max_attempts),
-        RETRY_INITIAL_DELAY_SECONDS=str(settings.retry_initial_delay_seconds),
-        APP_ENV="test",
-        LOG_LEVEL="INFO",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
+def process_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment for a real process (worker, scheduler) configured exactly like `settings`."""
+    env = {k: v for k, v in os.environ.items() if k.upper() not in map(str.upper, Settings.model_fields)}
+    env.update({name.upper(): str(value) for name, value in settings.model_dump().items()})
+    env.update(PYTHONUNBUFFERED="1", **extra)
     return env
 
 
 @pytest.fixture
-def worker_processes(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start real `python worker.py` processes; each is stopped (SIGTERM, then SIGKILL) afterwards."""
+def processes(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start real `python worker.py` / `scheduler.py` processes; all are stopped afterwards."""
     started: list[subprocess.Popen[bytes]] = []
     logs: list[IO[bytes]] = []
 
-    def start(settings: Settings, **extra: str) -> subprocess.Popen[bytes]:
-        logs.append(open(tmp_path / f"worker-{len(started)}.log", "wb"))
+    def start(script: str, settings: Settings, **extra: str) -> subprocess.Popen[bytes]:
+        logs.append(open(tmp_path / f"{len(started)}-{script}.log", "wb"))
         proc = subprocess.Popen(
-            [sys.executable, "worker.py"],
+            [sys.executable, script],
             cwd=ROOT,
-            env=worker_env(settings, **extra),
+            env=process_env(settings, **extra),
             stdout=logs[-1],
             stderr=subprocess.STDOUT,
         )
@@ -199,22 +188,13 @@ def worker_processes(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[
 
     yield start
     for proc in started:
-        proc.terminate()
+        if proc.poll() is None:
+            proc.terminate()
     for proc in started:
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
     for log in logs:
         log.close()
-
-
-@pytest.fixture
-def settled(engine: SagaEngine) -> Callable[..., SagaRecord]:
-    """Wait (bounded, event-driven) until a saga finishes, and return it."""
-
-    def wait(saga_id: str, timeout: float = 30.0) -> SagaRecord:
-        return wait_until_finished(engine, saga_id, timeout)
-
-    return wait
