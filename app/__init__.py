@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from flask import Flask
+import logging
 
-from app import booking, errors, health, sagas
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from app import booking, dashboard, errors, health, limits, openapi, sagas
+from app.signatures import SignatureCheck
 from config import Settings, load_settings
 from jobs.runtime import build_engine
 from saga import SagaEngine
+
+log = logging.getLogger("app")
 
 
 def create_app(settings: Settings | None = None, engine: SagaEngine | None = None) -> Flask:
@@ -16,9 +22,18 @@ def create_app(settings: Settings | None = None, engine: SagaEngine | None = Non
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    if settings.proxy_hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)  # type: ignore[method-assign]
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    if secret is None:
+        log.warning("WEBHOOK_SECRET is not set: POST /book accepts UNSIGNED requests (development only)")
     app.extensions["saga_settings"] = settings
-    app.extensions["saga_engine"] = engine or build_engine(settings)
+    engine = engine or build_engine(settings)
+    app.extensions["saga_engine"] = engine
+    app.extensions["saga_signatures"] = SignatureCheck(secret)
     errors.register(app)
-    for blueprint in (booking.bp, sagas.bp, health.bp):
+    for blueprint in (booking.bp, sagas.bp, health.bp, openapi.bp):
         app.register_blueprint(blueprint)
+    limits.limit_view(app, limits.install(app, settings, engine.redis), settings, "booking.book")
+    dashboard.mount(app, settings)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -52,10 +53,13 @@ def register(app: Flask) -> None:
         return jsonify(exc.to_dict()), exc.status
 
     @app.errorhandler(HTTPException)
-    def _http(exc: HTTPException) -> tuple[Response, int]:
-        status = exc.code or 500
+    def _http(exc: HTTPException) -> Response:
+        # Keep the exception's own headers (Retry-After on 429, Allow on 405).
+        response = exc.get_response()
         code = (exc.name or "error").lower().replace(" ", "_")
-        return jsonify({"code": code, "message": exc.description}), status
+        response.data = json.dumps({"code": code, "message": exc.description}).encode()
+        response.content_type = "application/json"
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:

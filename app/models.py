@@ -35,6 +35,12 @@ class Payment(BaseModel):
     currency: str = Field(pattern=r"^[a-z]{3}$")
     payment_method: str = Field(pattern=r"^pm_[A-Za-z0-9_]{1,100}$")
 
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _whole(cls, value: object) -> object:
+        # JSON has one number type: 4900.0 is 4900, but a string like "49.00" stays an error.
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+
     @field_validator("currency", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from saga.outcome import redact
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s%(saga_context)s"
 
 
@@ -20,10 +22,21 @@ class SagaContext(logging.Filter):
         return True
 
 
+class RedactingFormatter(logging.Formatter):
+    """Scrubs phone numbers, card-like digit runs and secrets from every formatted line.
+
+    Applied to the whole line after formatting, so tracebacks and third-party
+    messages (RQ logs job errors) are covered too.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
 def configure(level: str) -> None:
-    """Log to stderr (the platform collects it) at `level`."""
+    """Log to stderr (the platform collects it) at `level`, redacted."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(RedactingFormatter(FORMAT))
     handler.addFilter(SagaContext())
     root = logging.getLogger()
     root.handlers[:] = [handler]

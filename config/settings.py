@@ -10,12 +10,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from jobs.faults import FaultPlan
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+_RATE = r"^[0-9]+ ?(/|per )(second|minute|hour|day)$"
 
 
 class ConfigError(Exception):
@@ -45,6 +48,13 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(25.0, gt=0, le=3600)
     rq_timeout_grace_seconds: int = Field(15, ge=1, le=3600)
 
+    webhook_secret: SecretStr | None = None
+    rate_limit_per_caller: str = Field("120/minute", pattern=_RATE)
+    rate_limit_per_phone: str = Field("10/minute", pattern=_RATE)
+    proxy_hops: int = Field(0, ge=0, le=5)
+    dashboard_user: str | None = None
+    dashboard_password: SecretStr | None = None
+
     providers: Literal["sandbox"] = "sandbox"
     sandbox_ledger: Path = ROOT / "var" / "sandbox-ledger.sqlite3"
     sandbox_faults: str = ""
@@ -55,6 +65,23 @@ class Settings(BaseSettings):
     def _faults_parse(cls, value: str) -> str:
         FaultPlan.parse(value)  # raises ValueError naming the bad pair
         return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("whsec_"):
+            raise ValueError("expected the whsec_... form of a Standard Webhooks secret")
+        return value
+
+    @model_validator(mode="after")
+    def _production_is_signed(self) -> Settings:
+        if self.app_env == "production" and self.webhook_secret is None:
+            raise ValueError(
+                "WEBHOOK_SECRET is required when APP_ENV=production: unsigned bookings move money"
+            )
+        if (self.dashboard_user is None) != (self.dashboard_password is None):
+            raise ValueError("set DASHBOARD_USER and DASHBOARD_PASSWORD together, or neither")
+        return self
 
     @property
     def fault_plan(self) -> FaultPlan:
@@ -101,6 +128,14 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            variable = str(error["loc"][0]).upper() if error["loc"] else "environment"
-            lines.append(f"{variable}: {error['msg']} (got {error.get('input')!r})")
+            if not error["loc"]:  # a rule across variables: its message names them
+                lines.append(error["msg"].removeprefix("Value error, "))
+                continue
+            variable = str(error["loc"][0]).upper()
+            shown = (
+                "[hidden]"
+                if "secret" in variable.lower() or "password" in variable.lower()
+                else error.get("input")
+            )
+            lines.append(f"{variable}: {error['msg']} (got {shown!r})")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

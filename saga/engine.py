@@ -21,7 +21,7 @@ from redis.client import Pipeline
 from saga import keys
 from saga.deadline import run_with_deadline
 from saga.definition import Direction, Saga, Step, StepContext
-from saga.errors import AttemptFailed, StaleAttempt, UnknownSaga
+from saga.errors import AttemptFailed, IdempotencyKeyReused, StaleAttempt, UnknownSaga
 from saga.outcome import describe
 from saga.queueing import StepQueue
 from saga.records import SagaRecord, StepRecord
@@ -97,19 +97,33 @@ class SagaEngine:
         except KeyError:
             raise UnknownSaga(name) from None
 
-    def start(self, name: str, data: Mapping[str, Any], *, idempotency_key: str | None = None) -> Started:
+    def start(
+        self,
+        name: str,
+        data: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        fingerprint: str = "",
+    ) -> Started:
         """Record a new saga and enqueue its first step, atomically.
+
+        Claiming the idempotency key, writing the saga and enqueuing its first job
+        are one transaction, so a duplicate never sees a half-started saga: it
+        gets the first one.
 
         Args:
             name: a registered saga definition.
             data: the validated input, stored with the saga and handed to every step.
             idempotency_key: the client's key; a second start with it returns the first saga.
+            fingerprint: a digest of the request; a second start with the same key
+                but another fingerprint is refused.
 
         Returns:
             The saga id and whether this call created it.
 
         Raises:
             UnknownSaga: no definition is registered under `name`.
+            IdempotencyKeyReused: the key already started a saga from a different request.
         """
         saga = self.definition(name)
         saga_id = uuid.uuid4().hex
@@ -117,16 +131,19 @@ class SagaEngine:
 
         def body(pipe: Pipeline) -> Started:
             if idem is not None:
-                existing = cast(bytes | None, pipe.get(idem))
-                if existing is not None and pipe.exists(keys.saga(existing.decode())):
-                    return Started(existing.decode(), created=False)
+                first, seen = cast(list[bytes | None], pipe.hmget(idem, ["saga", "fingerprint"]))
+                if first is not None and pipe.exists(keys.saga(first.decode())):
+                    if seen is not None and seen.decode() != fingerprint:
+                        raise IdempotencyKeyReused(first.decode())
+                    return Started(first.decode(), created=False)
             pipe.multi()
             if idem is not None:
-                pipe.set(idem, saga_id, ex=self.idempotency_ttl)
+                pipe.hset(idem, mapping={"saga": saga_id, "fingerprint": fingerprint})
+                pipe.expire(idem, self.idempotency_ttl)
             self.store.create(pipe, saga_id, saga, data, self.store.clock() + self.stall_grace)
-            first = saga.steps[0]
+            first_step = saga.steps[0]
             self.queue.enqueue(
-                pipe, saga_name=name, saga_id=saga_id, step=first, direction=Direction.DO, attempt=1
+                pipe, saga_name=name, saga_id=saga_id, step=first_step, direction=Direction.DO, attempt=1
             )
             return Started(saga_id, created=True)
 

@@ -15,6 +15,17 @@ class SagaNotFound(SagaError):
         self.saga_id = saga_id
 
 
+class IdempotencyKeyReused(SagaError):
+    """An idempotency key already started a saga from a different request."""
+
+    def __init__(self, saga_id: str) -> None:
+        super().__init__(
+            f"this idempotency key already started saga {saga_id} with a different request; "
+            "use a new key for a new booking"
+        )
+        self.saga_id = saga_id
+
+
 class UnknownSaga(SagaError):
     """A saga record names a definition this process was not given."""
 

@@ -5,7 +5,8 @@
     sr:saga:{id}:history         stream  every transition, in order
     sr:sagas:active              zset    id -> when it should next have moved (reconciler)
     sr:reconciler:lock           string  held by the one reconciler pass running
-    sr:idem:{sha256(key)}        string  client Idempotency-Key -> saga id
+    sr:idem:{sha256(key)}        hash    client Idempotency-Key -> saga id, request fingerprint
+    sr:limits:...                (Flask-Limiter's counters, under this prefix)
     sr:slot:{resource}:{start}   string  a reserved slot -> the saga holding it
 
 Client-supplied strings are hashed before they become part of a key, so no
@@ -20,9 +21,11 @@ from collections.abc import Iterable
 PREFIX = "sr"
 ACTIVE = f"{PREFIX}:sagas:active"
 RECONCILER_LOCK = f"{PREFIX}:reconciler:lock"
+RATE_LIMITS = f"{PREFIX}:limits"
 
 
-def _digest(value: str) -> str:
+def digest(value: str) -> str:
+    """Hex SHA-256: how client strings and personal data appear inside keys."""
     return hashlib.sha256(value.encode()).hexdigest()
 
 
@@ -48,12 +51,12 @@ def all_of_saga(saga_id: str, step_names: Iterable[str]) -> list[str]:
 
 def idempotency(client_key: str) -> str:
     """Where a client's Idempotency-Key points at the saga it created."""
-    return f"{PREFIX}:idem:{_digest(client_key)}"
+    return f"{PREFIX}:idem:{digest(client_key)}"
 
 
 def slot(resource: str, start: str) -> str:
     """A bookable slot: one resource at one start time."""
-    return f"{PREFIX}:slot:{_digest(f'{resource}|{start}')}"
+    return f"{PREFIX}:slot:{digest(f'{resource}|{start}')}"
 
 
 def action_key(saga_id: str, step_name: str) -> str:

@@ -11,7 +11,9 @@ import re
 # E.164 phone numbers and runs of 12-19 digits (card-like), with common separators.
 _PHONE = re.compile(r"\+\d[\d\s().-]{6,}\d")
 _CARD = re.compile(r"\b(?:\d[ -]?){12,19}\b")
-_SECRET = re.compile(r"\b(?:sk|rk|whsec)_[A-Za-z0-9_]+")
+_SECRET = re.compile(
+    r"\b(?:sk|rk|whsec)_[A-Za-z0-9_]+|(?i:authorization)[\"']?\s*[:=]\s*[\"']?[^\s,'\"}]+(?: [^\s,'\"}]+)?"
+)
 
 LIMIT = 500
 

@@ -17,6 +17,7 @@ from typing import IO, Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from pydantic import SecretStr
 from redis import Redis
 
 from app import create_app
@@ -163,7 +164,10 @@ def book(client: FlaskClient) -> Callable[..., str]:
 def process_env(settings: Settings, **extra: str) -> dict[str, str]:
     """Environment for a real process (worker, scheduler) configured exactly like `settings`."""
     env = {k: v for k, v in os.environ.items() if k.upper() not in map(str.upper, Settings.model_fields)}
-    env.update({name.upper(): str(value) for name, value in settings.model_dump().items()})
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is not None:
+            env[name.upper()] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
     env.update(PYTHONUNBUFFERED="1", **extra)
     return env
 

@@ -1,0 +1,53 @@
+"""Rate limits on /book, per caller and per phone number, counted in Redis (Flask-Limiter).
+
+The phone number is hashed before it becomes part of a key: the limiter's
+counters must not be another place that stores personal data.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from redis import Redis
+
+from config import Settings
+from saga import keys
+
+
+def _phone() -> str | None:
+    body = request.get_json(silent=True)
+    customer = body.get("customer") if isinstance(body, dict) else None
+    phone = customer.get("phone") if isinstance(customer, dict) else None
+    return phone if isinstance(phone, str) else None
+
+
+def phone_bucket() -> str:
+    """The limiter key of the booking's phone number (hashed)."""
+    return f"phone:{keys.digest(_phone() or '')[:32]}"
+
+
+def install(app: Flask, settings: Settings, redis: Redis) -> Limiter:
+    """A limiter for this app, counting in the saga Redis over the engine's connection pool."""
+    return Limiter(
+        get_remote_address,
+        app=app,
+        storage_uri=settings.redis_url,
+        storage_options={"key_prefix": keys.RATE_LIMITS, "connection_pool": redis.connection_pool},  # type: ignore[dict-item]
+        headers_enabled=True,
+        strategy="moving-window",
+    )
+
+
+def limit_view(app: Flask, limiter: Limiter, settings: Settings, view_name: str) -> None:
+    """Apply the per-caller and per-phone limits to one view (registered by endpoint name)."""
+    view = app.view_functions[view_name]
+    view = limiter.limit(settings.rate_limit_per_caller)(view)
+    # Per phone, only bookings count (202): an agent's retries of one booking are idempotent replays.
+    view = limiter.limit(
+        settings.rate_limit_per_phone,
+        key_func=phone_bucket,
+        exempt_when=lambda: _phone() is None,
+        deduct_when=lambda response: response.status_code == 202,
+    )(view)
+    app.view_functions[view_name] = view
