@@ -26,7 +26,7 @@ def healthz() -> tuple[Response, int]:
 def ledger() -> Response:
     """What the sandbox providers did: charges, refunds, messages, events (sandbox mode only)."""
     settings = current_app.extensions["saga_settings"]
-    if settings.providers != "sandbox":
+    if not settings.any_sandbox:
         raise ApiError(404, "not_found", "the ledger exists only in sandbox mode")
     saga_id = request.args.get("saga_id")
     return jsonify({"entries": SandboxLedger(settings.sandbox_ledger).entries(saga_id)})

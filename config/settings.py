@@ -19,6 +19,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 _RATE = r"^[0-9]+ ?(/|per )(second|minute|hour|day)$"
+_URL = r"^https?://[^\s]+$"
+Mode = Literal["sandbox", "live"]
+LIVE_NEEDS = {
+    "stripe_mode": ("stripe_api_key",),
+    "twilio_mode": ("twilio_account_sid", "twilio_auth_token", "twilio_from", "public_url"),
+    "calendar_mode": ("google_service_account", "google_calendar_id"),
+}
 
 
 class ConfigError(Exception):
@@ -55,7 +62,22 @@ class Settings(BaseSettings):
     dashboard_user: str | None = None
     dashboard_password: SecretStr | None = None
 
-    providers: Literal["sandbox"] = "sandbox"
+    stripe_mode: Mode = "sandbox"
+    stripe_api_key: SecretStr | None = None
+    stripe_api_base: str | None = Field(None, pattern=_URL)
+    stripe_capture_method: Literal["automatic", "manual"] = "automatic"
+    twilio_mode: Mode = "sandbox"
+    twilio_account_sid: str | None = Field(None, pattern=r"^AC[0-9a-fA-F]{32}$")
+    twilio_auth_token: SecretStr | None = None
+    twilio_from: str | None = Field(None, pattern=r"^\+[1-9][0-9]{6,14}$")
+    twilio_api_base: str | None = Field(None, pattern=_URL)
+    public_url: str | None = Field(None, pattern=_URL)
+    calendar_mode: Mode = "sandbox"
+    google_service_account: SecretStr | None = None  # a path to the JSON key, or the JSON itself
+    google_calendar_id: str | None = None
+    google_calendar_api_base: str | None = Field(None, pattern=_URL)
+    provider_timeout_seconds: float = Field(10.0, gt=0, le=600)
+
     sandbox_ledger: Path = ROOT / "var" / "sandbox-ledger.sqlite3"
     sandbox_faults: str = ""
     sandbox_crash_point: str = Field("", pattern=r"^([a-z_]+:(before_call|after_call|after_record))?$")
@@ -81,7 +103,23 @@ class Settings(BaseSettings):
             )
         if (self.dashboard_user is None) != (self.dashboard_password is None):
             raise ValueError("set DASHBOARD_USER and DASHBOARD_PASSWORD together, or neither")
+        for mode, needs in LIVE_NEEDS.items():
+            missing = [name.upper() for name in needs if getattr(self, name) is None]
+            if getattr(self, mode) == "live" and missing:
+                raise ValueError(f"{mode.upper()}=live needs {', '.join(missing)}")
+        if self.app_env == "production" and (self.sandbox_faults or self.sandbox_crash_point):
+            raise ValueError("SANDBOX_FAULTS and SANDBOX_CRASH_POINT are refused when APP_ENV=production")
         return self
+
+    @property
+    def provider_timeout(self) -> float:
+        """Seconds any one provider call may take: PROVIDER_TIMEOUT_SECONDS, kept inside the step timeout."""
+        return min(self.provider_timeout_seconds, self.step_timeout_seconds * 0.8)
+
+    @property
+    def any_sandbox(self) -> bool:
+        """True when at least one provider is the sandbox (its ledger is then served)."""
+        return "sandbox" in (self.stripe_mode, self.twilio_mode, self.calendar_mode)
 
     @property
     def fault_plan(self) -> FaultPlan:

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from jobs.faults import FaultPlan
-from jobs.providers.base import Calendar, Messaging, Payments
+from jobs.providers.base import Calendar, ChargeRequest, Messaging, Payments
 from jobs.providers.errors import PermanentProviderError
 from jobs.slots import SlotStore, SlotTaken
 from saga import RetryPolicy, Saga, Step, StepContext
@@ -37,6 +37,17 @@ class BookingServices:
 def event_id(saga_id: str) -> str:
     """Deterministic calendar event id (Google allows base32hex: our hex id qualifies)."""
     return f"sr{saga_id}"
+
+
+def _charge_request(ctx: StepContext) -> ChargeRequest:
+    payment = ctx.data["payment"]
+    return ChargeRequest(
+        saga_id=ctx.saga_id,
+        idempotency_key=ctx.action_key,
+        amount=int(payment["amount"]),
+        currency=payment["currency"],
+        payment_method=payment["payment_method"],
+    )
 
 
 def _slot(ctx: StepContext) -> tuple[str, datetime, int]:
@@ -71,46 +82,76 @@ class BookingSteps:
         return "released" if self.services.slots.release(resource, start, ctx.saga_id) else None
 
     def charge_card(self, ctx: StepContext) -> str:
-        """Charge the viewing fee once per saga, whatever the number of attempts."""
+        """Charge (or authorise) the viewing fee once per saga, whatever the number of attempts."""
         left = self._enter("charge_card", ctx)
-        payment = ctx.data["payment"]
         return self.services.payments.charge(
-            saga_id=ctx.saga_id,
-            idempotency_key=ctx.idempotency_key,
-            amount=int(payment["amount"]),
-            currency=payment["currency"],
-            payment_method=payment["payment_method"],
-            timeout=left,
+            _charge_request(ctx), known_ref=ctx.ref, record=ctx.record_ref, timeout=left
         )
 
     def refund_card(self, ctx: StepContext) -> str | None:
-        """Refund the charge made under the action's key, if there was one."""
+        """Refund or void the payment made under the action's key, if there was one."""
         left = self._enter("refund_card", ctx)
         return self.services.payments.refund(
-            saga_id=ctx.saga_id, charge_key=ctx.action_key, idempotency_key=ctx.idempotency_key, timeout=left
+            _charge_request(ctx), charge_ref=ctx.ref, idempotency_key=ctx.idempotency_key, timeout=left
         )
+
+    def capture_payment(self, ctx: StepContext) -> str:
+        """Capture the authorised payment, last, once everything else is done."""
+        left = self._enter("capture_payment", ctx)
+        charge = ctx.ref_of("charge_card")
+        if charge is None:
+            raise PermanentProviderError("stripe", "no_payment", "charge_card recorded no payment to capture")
+        return self.services.payments.capture(
+            _charge_request(ctx), charge_ref=charge, idempotency_key=ctx.idempotency_key, timeout=left
+        )
+
+    def keep_payment(self, ctx: StepContext) -> None:
+        """Nothing to undo here: refund_card refunds a captured payment or voids an authorised one."""
+        self._enter("keep_payment", ctx)
+        return None
 
     def send_sms(self, ctx: StepContext) -> str:
         """Text the caller a confirmation."""
         left = self._enter("send_sms", ctx)
         resource, start, _ = _slot(ctx)
         body = f"Your viewing of {resource} on {start:%a %d %b %H:%M} UTC is booked."
-        return self._send(ctx, ctx.idempotency_key, body, "confirmation", left)
+        return self._send_once(ctx, body, "confirmation", left)
 
     def send_apology(self, ctx: StepContext) -> str | None:
         """Apologise, but only to a caller who was told the viewing was booked."""
         left = self._enter("send_apology", ctx)
-        if self.services.messaging.sent(idempotency_key=ctx.action_key, timeout=left) is None:
+        to = ctx.data["customer"]["phone"]
+        if (
+            ctx.ref is None
+            and self.services.messaging.sent(idempotency_key=ctx.action_key, to=to, timeout=left) is None
+        ):
             return None
         resource, _, _ = _slot(ctx)
         body = f"Sorry, we could not complete your viewing of {resource}; any charge has been refunded."
-        return self._send(ctx, ctx.idempotency_key, body, "apology", left)
+        return self._send_once(ctx, body, "apology", left)
 
-    def _send(self, ctx: StepContext, key: str, body: str, kind: str, timeout: float) -> str:
-        to = ctx.data["customer"]["phone"]
-        return self.services.messaging.send(
-            saga_id=ctx.saga_id, idempotency_key=key, to=to, body=body, kind=kind, timeout=timeout
+    def _send_once(self, ctx: StepContext, body: str, kind: str, timeout: float) -> str:
+        """Send, unless an earlier attempt of this step already did.
+
+        SMS has no idempotency key: the id recorded right after the send stops a
+        retry, and for a crash in between, a retry asks the provider first.
+        """
+        messaging, to = self.services.messaging, ctx.data["customer"]["phone"]
+        own = ctx.ref if ctx.direction == "do" else None
+        if own is None and ctx.attempt > 1:
+            own = messaging.sent(idempotency_key=ctx.idempotency_key, to=to, timeout=timeout)
+        if own is not None:
+            return own
+        sid = messaging.send(
+            saga_id=ctx.saga_id,
+            idempotency_key=ctx.idempotency_key,
+            to=to,
+            body=body,
+            kind=kind,
+            timeout=timeout,
         )
+        ctx.record_ref(sid)
+        return sid
 
     def sync_calendar(self, ctx: StepContext) -> str:
         """Create the calendar event under an id derived from the saga id."""
@@ -133,9 +174,17 @@ class BookingSteps:
 
 
 def booking_saga(
-    services: BookingServices, *, timeout: float = 30.0, retry: RetryPolicy | None = None
+    services: BookingServices,
+    *,
+    timeout: float = 30.0,
+    retry: RetryPolicy | None = None,
+    capture_last: bool = False,
 ) -> Saga:
-    """The booking saga with its services bound; one timeout and retry policy for every step."""
+    """The booking saga with its services bound; one timeout and retry policy for every step.
+
+    With `capture_last` the card is only authorised by charge_card and captured by a
+    last step, so a failure anywhere before voids the authorisation instead of refunding.
+    """
     steps = BookingSteps(services)
     policy = retry or RetryPolicy()
 
@@ -151,12 +200,12 @@ def booking_saga(
             permanent=PERMANENT,
         )
 
-    return Saga(
-        NAME,
-        (
-            step("book_slot", steps.book_slot, "release_slot", steps.release_slot),
-            step("charge_card", steps.charge_card, "refund_card", steps.refund_card),
-            step("send_sms", steps.send_sms, "send_apology", steps.send_apology),
-            step("sync_calendar", steps.sync_calendar, "delete_event", steps.delete_event),
-        ),
-    )
+    chain = [
+        step("book_slot", steps.book_slot, "release_slot", steps.release_slot),
+        step("charge_card", steps.charge_card, "refund_card", steps.refund_card),
+        step("send_sms", steps.send_sms, "send_apology", steps.send_apology),
+        step("sync_calendar", steps.sync_calendar, "delete_event", steps.delete_event),
+    ]
+    if capture_last:
+        chain.append(step("capture_payment", steps.capture_payment, "keep_payment", steps.keep_payment))
+    return Saga(NAME, tuple(chain))

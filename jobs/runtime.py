@@ -7,19 +7,20 @@ from redis import Redis
 from config import Settings
 from jobs.booking import BookingServices, booking_saga
 from jobs.crashpoints import CrashPoint
-from jobs.providers.sandbox import SandboxCalendar, SandboxLedger, SandboxMessaging, SandboxPayments
+from jobs.providers import configured
+from jobs.providers.sandbox import SandboxLedger
 from jobs.slots import SlotStore
 from saga import RetryPolicy, SagaEngine
 
 
 def booking_services(settings: Settings, redis: Redis) -> BookingServices:
-    """The sandbox providers, with SANDBOX_FAULTS applied (sandbox is the only mode so far)."""
-    ledger = SandboxLedger(settings.sandbox_ledger)
+    """The configured providers (sandbox or live, each) with SANDBOX_FAULTS applied."""
+    ledger = SandboxLedger(settings.sandbox_ledger)  # opened lazily: costs nothing when all are live
     return BookingServices(
         slots=SlotStore(redis),
-        payments=SandboxPayments(ledger),
-        messaging=SandboxMessaging(ledger),
-        calendar=SandboxCalendar(ledger),
+        payments=configured.payments(settings, ledger),
+        messaging=configured.messaging(settings, ledger),
+        calendar=configured.calendar(settings, ledger),
         faults=settings.fault_plan,
     )
 
@@ -32,7 +33,12 @@ def build_engine(settings: Settings, redis: Redis | None = None) -> SagaEngine:
         initial_delay=settings.retry_initial_delay_seconds,
         max_delay=settings.retry_max_delay_seconds,
     )
-    saga = booking_saga(booking_services(settings, redis), timeout=settings.step_timeout_seconds, retry=retry)
+    saga = booking_saga(
+        booking_services(settings, redis),
+        timeout=settings.step_timeout_seconds,
+        retry=retry,
+        capture_last=settings.stripe_mode == "live" and settings.stripe_capture_method == "manual",
+    )
     crash = settings.sandbox_crash_point
     return SagaEngine(
         redis,

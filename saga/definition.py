@@ -25,9 +25,10 @@ class StepContext:
     """Everything an action or compensation may use; handed over fresh on each attempt.
 
     `idempotency_key` is deterministic (saga, step, direction), so every attempt of
-    the same action asks the provider for the same thing. A compensation also gets
-    `action_key` and the action's recorded `ref`, which is None when the action's
-    outcome is unknown: the compensation must then look the effect up by `action_key`.
+    the same action asks the provider for the same thing. `ref` is the provider id
+    recorded so far for the step (by a finished or an interrupted attempt). A
+    compensation also gets `action_key`; with `ref` None it must look the effect
+    up by that key, since the action's outcome may be unknown.
     """
 
     saga_id: str
@@ -39,6 +40,11 @@ class StepContext:
     ref: str | None
     data: Mapping[str, Any]
     deadline: float  # time.monotonic() value after which the attempt is abandoned
+    record_ref: Callable[[str], None] = field(default=lambda ref: None, compare=False, repr=False)
+    """Store a provider id now, mid-action (e.g. a PaymentIntent before it is confirmed),
+    so a retry after a crash finds it in `ref` instead of guessing."""
+    ref_of: Callable[[str], str | None] = field(default=lambda step: None, compare=False, repr=False)
+    """The provider id recorded by another step of the same saga (read when asked)."""
 
     def time_left(self, now: Callable[[], float]) -> float:
         """Seconds until the deadline, never below a small floor for the last call."""

@@ -182,6 +182,8 @@ class SagaEngine:
             ref=claim.record.ref,
             data=claim.data,
             deadline=self.monotonic() + step.timeout,
+            record_ref=lambda ref: self._record_ref(saga_id, step_name, direction, attempt, ref),
+            ref_of=lambda other: self.store.step_ref(saga_id, other),
         )
         work = step.compensate if undo else step.action
         self._checkpoint("before_call", ctx)
@@ -202,6 +204,12 @@ class SagaEngine:
             lambda pipe, c: self.settle.success(pipe, c, direction, attempt, ref),
         )
         self._checkpoint("after_record", ctx)
+
+    def _record_ref(self, saga_id: str, step_name: str, direction: str, attempt: int, ref: str) -> None:
+        if not self._apply(
+            saga_id, step_name, direction, attempt, lambda pipe, c: self.settle.noted(pipe, c, direction, ref)
+        ):
+            raise StaleAttempt(saga_id, step_name, attempt, "lost its step before recording a provider id")
 
     def _checkpoint(self, point: str, ctx: StepContext) -> None:
         if self.checkpoint is not None:

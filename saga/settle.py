@@ -112,6 +112,11 @@ class Settlement:
             self._touch(pipe, claim, {"failed_compensations": failed})
             self._compensate_before(pipe, claim, failed_now=True)
 
+    def noted(self, pipe: Pipeline, claim: Claim, direction: str, ref: str) -> None:
+        """A provider id known mid-action, kept so that a retry can pick up from it."""
+        field = "ref" if direction == Direction.DO else "compensation_ref"
+        self.store.update_step(pipe, claim.saga_id, claim.record.name, {field: ref})
+
     def requeued(self, pipe: Pipeline, claim: Claim, direction: str, attempt: int, reason: str) -> None:
         """Enqueue a lost attempt again, recording why."""
         status = claim.record.status

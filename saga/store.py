@@ -82,6 +82,11 @@ class SagaStore:
         """True while the saga's record is kept."""
         return bool(self.redis.exists(keys.saga(saga_id)))
 
+    def step_ref(self, saga_id: str, name: str) -> str | None:
+        """The provider id recorded for step `name`, or None."""
+        raw = cast(bytes | None, self.redis.hget(keys.step(saga_id, name), "ref"))
+        return raw.decode() if raw else None
+
     @staticmethod
     def read_header(pipe: Pipeline, saga_id: str) -> Raw:
         """The saga hash, read inside a transaction; empty when it does not exist."""

@@ -7,6 +7,10 @@ records without calling the job's failure callback.
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing.util
+import os
+import signal
 import threading
 from collections.abc import Sequence
 from types import FrameType
@@ -17,6 +21,23 @@ from rq.serializers import JSONSerializer
 
 from saga import entrypoints
 from saga.engine import SagaEngine
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> None:
+    """In a child of the worker: be killed when the worker dies, even by SIGKILL (Linux).
+
+    RQ runs its scheduler in a forked child that does not watch its parent; when
+    an OOM kill takes the worker, the orphan would otherwise poll Redis forever.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: nothing to arm
+        return
+    if os.getppid() != parent:  # the worker died before the signal was armed
+        os._exit(0)
 
 
 class SagaWorker(Worker):
@@ -43,6 +64,8 @@ class SagaWorker(Worker):
         self.engine = engine
         self.shutdown_grace = shutdown_grace
         entrypoints.bind(engine)
+        parent = os.getpid()
+        multiprocessing.util.register_after_fork(self, lambda _: _die_with(parent))
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         """Warm shutdown, bounded: hand the running step back after the grace."""

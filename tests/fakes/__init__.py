@@ -1,0 +1,1 @@
+"""Stateful stand-ins for outside services, served on localhost for tests."""
