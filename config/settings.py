@@ -107,6 +107,13 @@ class Settings(BaseSettings):
             missing = [name.upper() for name in needs if getattr(self, name) is None]
             if getattr(self, mode) == "live" and missing:
                 raise ValueError(f"{mode.upper()}=live needs {', '.join(missing)}")
+        if self.calendar_mode == "live" and self.google_service_account is not None:
+            from jobs.providers.google_calendar import load_service_account  # the SDK only when live
+
+            try:
+                load_service_account(self.google_service_account.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"GOOGLE_SERVICE_ACCOUNT: {exc}") from None
         if self.app_env == "production" and (self.sandbox_faults or self.sandbox_crash_point):
             raise ValueError("SANDBOX_FAULTS and SANDBOX_CRASH_POINT are refused when APP_ENV=production")
         return self

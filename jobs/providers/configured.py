@@ -50,10 +50,10 @@ def calendar(settings: Settings, ledger: SandboxLedger) -> Calendar:
     """Google Calendar (`CALENDAR_MODE=live`) or the sandbox."""
     if settings.calendar_mode == "sandbox":
         return SandboxCalendar(ledger)
-    from jobs.providers.google_calendar import GoogleCalendar, load_service_account
+    from jobs.providers.google_calendar import GoogleCalendar
 
     return GoogleCalendar(
-        service_account_info=load_service_account(_secret(settings.google_service_account)),
+        service_account_info=_secret(settings.google_service_account),
         calendar_id=_secret(settings.google_calendar_id),
         timeout=settings.provider_timeout,
         api_base=settings.google_calendar_api_base,
