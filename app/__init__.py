@@ -7,9 +7,11 @@ import logging
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import booking, dashboard, errors, health, limits, openapi, sagas
+from app import booking, dashboard, errors, health, limits, openapi, sagas, twilio_status
 from app.signatures import SignatureCheck
 from config import Settings, load_settings
+from jobs.providers import configured
+from jobs.providers.sandbox import SandboxLedger
 from jobs.runtime import build_engine
 from saga import SagaEngine
 
@@ -32,7 +34,9 @@ def create_app(settings: Settings | None = None, engine: SagaEngine | None = Non
     app.extensions["saga_engine"] = engine
     app.extensions["saga_signatures"] = SignatureCheck(secret)
     errors.register(app)
-    for blueprint in (booking.bp, sagas.bp, health.bp, openapi.bp):
+    if settings.twilio_mode == "live":
+        app.extensions["saga_twilio"] = configured.messaging(settings, SandboxLedger(settings.sandbox_ledger))
+    for blueprint in (booking.bp, sagas.bp, health.bp, openapi.bp, twilio_status.bp):
         app.register_blueprint(blueprint)
     limits.limit_view(app, limits.install(app, settings, engine.redis), settings, "booking.book")
     dashboard.mount(app, settings)

@@ -23,6 +23,7 @@ class CompensationView(BaseModel):
     attempts: int
     idempotency_key: str
     provider_id: str | None
+    provider_status: str | None
     error: str | None
     started_at: str | None
     finished_at: str | None
@@ -36,6 +37,7 @@ class StepView(BaseModel):
     attempts: int
     idempotency_key: str
     provider_id: str | None
+    provider_status: str | None
     error: str | None
     started_at: str | None
     finished_at: str | None

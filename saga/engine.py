@@ -224,6 +224,29 @@ class SagaEngine:
         """
         return self._settle_failure(saga_id, step_name, direction, attempt, reason, permanent=False)
 
+    def record_provider_status(
+        self, saga_id: str, step_name: str, direction: str, ref: str, status: str
+    ) -> bool:
+        """Note what a provider reported later about a step's effect (an SMS delivered or failed).
+
+        Applied only when `ref` is the id the step recorded, so a report about
+        another message changes nothing. Returns whether it was recorded.
+        """
+
+        def body(pipe: Pipeline) -> bool:
+            claim, _ = self._read(pipe, saga_id, step_name, 0)
+            own = claim.record.ref if direction == Direction.DO else claim.record.compensation_ref
+            if own != ref:
+                return False
+            pipe.multi()
+            self.settle.provider_reported(pipe, claim, direction, status)
+            return True
+
+        try:
+            return self.store.transact([keys.saga(saga_id), keys.step(saga_id, step_name)], body)
+        except (StaleAttempt, KeyError):  # no such saga or step
+            return False
+
     def requeue(self, saga_id: str, step_name: str, direction: str, attempt: int, reason: str) -> bool:
         """Enqueue again an attempt whose job was lost, with the same job id and keys.
 

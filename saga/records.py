@@ -41,6 +41,8 @@ class StepRecord:
     next_attempt_at: str | None
     compensation_started_at: str | None
     compensation_finished_at: str | None
+    provider_status: str | None = None  # what the provider later reported (e.g. SMS delivered)
+    compensation_provider_status: str | None = None
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes]) -> StepRecord:
@@ -64,6 +66,8 @@ class StepRecord:
             next_attempt_at=_text(raw, "next_attempt_at"),
             compensation_started_at=_text(raw, "compensation_started_at"),
             compensation_finished_at=_text(raw, "compensation_finished_at"),
+            provider_status=_text(raw, "provider_status"),
+            compensation_provider_status=_text(raw, "compensation_provider_status"),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -74,6 +78,7 @@ class StepRecord:
             "attempts": self.attempts,
             "idempotency_key": self.idempotency_key,
             "provider_id": self.ref,
+            "provider_status": self.provider_status,
             "error": self.error,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
@@ -83,6 +88,7 @@ class StepRecord:
                 "attempts": self.compensation_attempts,
                 "idempotency_key": self.compensation_key,
                 "provider_id": self.compensation_ref,
+                "provider_status": self.compensation_provider_status,
                 "error": self.compensation_error,
                 "started_at": self.compensation_started_at,
                 "finished_at": self.compensation_finished_at,

@@ -117,6 +117,13 @@ class Settlement:
         field = "ref" if direction == Direction.DO else "compensation_ref"
         self.store.update_step(pipe, claim.saga_id, claim.record.name, {field: ref})
 
+    def provider_reported(self, pipe: Pipeline, claim: Claim, direction: str, status: str) -> None:
+        """Keep the provider's later word on the step's effect, and note it in the history."""
+        field = "provider_status" if direction == Direction.DO else "compensation_provider_status"
+        self.store.update_step(pipe, claim.saga_id, claim.record.name, {field: status})
+        current = claim.record.status
+        self._history(pipe, claim, current, direction, 0, f"provider reports {status}", source=current)
+
     def requeued(self, pipe: Pipeline, claim: Claim, direction: str, attempt: int, reason: str) -> None:
         """Enqueue a lost attempt again, recording why."""
         status = claim.record.status

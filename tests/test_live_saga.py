@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 from redis import Redis
+from twilio.request_validator import RequestValidator
 
+from app import create_app
 from jobs.runtime import build_engine
 from saga import SagaEngine, SagaRecord, SagaStatus
 from tests.conftest import BOOKING
+from tests.fakes.google_calendar import FakeGoogleCalendar
 from tests.fakes.stripe import FakeStripe
+from tests.fakes.twilio import FakeTwilio
 from tests.waiting import wait_until_finished
 
 Start = Callable[..., subprocess.Popen[bytes]]
+TWILIO_SID = "AC" + "0123456789abcdef" * 2
+TWILIO_TOKEN = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+PUBLIC_URL = "https://relay.example.com"
 
 
 @pytest.fixture
@@ -144,3 +154,121 @@ def test_crash_between_stripes_answer_and_our_record_charges_once(
     else:
         assert record.status == SagaStatus.COMPLETED
         assert intent["status"] == "succeeded" and not fake_stripe.refunds
+
+
+# -- every provider live: Stripe, Twilio and Google through their SDKs ---------------------
+
+
+@pytest.fixture
+def all_live(
+    httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[dict[str, Any], FakeStripe, FakeTwilio, FakeGoogleCalendar]]:
+    monkeypatch.delenv(
+        "GOOGLE_SDK_EXPERIMENTAL_PYTHON_REGIONAL_ACCESS_BOUNDARY_LOOKUP_ENABLED", raising=False
+    )
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    google = FakeGoogleCalendar(httpserver, public_key=key.public_key())
+    stripe_server = HTTPServer()
+    stripe_server.start()
+    stripe_fake = FakeStripe()
+    stripe_server.expect_request(re.compile(".*")).respond_with_handler(stripe_fake.handle)
+    with FakeTwilio(TWILIO_SID, TWILIO_TOKEN) as twilio:
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        account = {
+            "type": "service_account",
+            "client_email": "relay@test.iam.gserviceaccount.com",
+            "private_key": pem,
+            "private_key_id": "k1",
+            "token_uri": google.token_uri,
+        }
+        settings = {
+            "stripe_mode": "live",
+            "stripe_api_key": "sk_test_fake",
+            "stripe_api_base": stripe_server.url_for("").rstrip("/"),
+            "twilio_mode": "live",
+            "twilio_account_sid": TWILIO_SID,
+            "twilio_auth_token": TWILIO_TOKEN,
+            "twilio_from": "+15005550006",
+            "twilio_api_base": twilio.url,
+            "public_url": PUBLIC_URL,
+            "calendar_mode": "live",
+            "google_service_account": json.dumps(account),
+            "google_calendar_id": "primary",
+            "google_calendar_api_base": google.api_base,
+        }
+        yield settings, stripe_fake, twilio, google
+    google.release()
+    stripe_server.clear()
+    stripe_server.stop()
+
+
+def test_all_live_providers_complete_a_booking(
+    client: FlaskClient,
+    redis: Redis,
+    make_settings: Any,
+    drain: Callable[[SagaEngine], None],
+    all_live: tuple[dict[str, Any], FakeStripe, FakeTwilio, FakeGoogleCalendar],
+) -> None:
+    settings, stripe_fake, twilio, google = all_live
+    record = run(client, redis, make_settings, drain, **settings)
+    assert record.status == SagaStatus.COMPLETED
+    (intent,) = stripe_fake.intents.values()
+    assert intent["status"] == "succeeded"
+    (message,) = twilio.messages
+    assert message["sid"] == record.step("send_sms").ref
+    assert (
+        twilio.callbacks[message["sid"]]
+        == f"{PUBLIC_URL}/twilio/status?saga_id={record.id}&kind=confirmation"
+    )
+    assert google.live_events() == {f"sr{record.id}"}
+
+
+def test_all_live_providers_compensate_a_calendar_failure(
+    client: FlaskClient,
+    redis: Redis,
+    make_settings: Any,
+    drain: Callable[[SagaEngine], None],
+    all_live: tuple[dict[str, Any], FakeStripe, FakeTwilio, FakeGoogleCalendar],
+) -> None:
+    settings, stripe_fake, twilio, google = all_live
+    google.fail("insert", 403, "forbidden")  # permanent: the calendar is not shared with us
+    record = run(client, redis, make_settings, drain, **settings)
+    assert record.status == SagaStatus.COMPENSATED
+    assert [m["body"].split(" Ref ")[0].split(",")[0] for m in twilio.messages] == [
+        "Your viewing of viewing-42 on Tue 01 Dec 15:00 UTC is booked.",
+        "Sorry",
+    ]
+    assert len(stripe_fake.refunds) == 1 and google.live_events() == set()
+
+
+def test_twilio_status_callback_is_verified_and_recorded(
+    client: FlaskClient,
+    redis: Redis,
+    make_settings: Any,
+    drain: Callable[[SagaEngine], None],
+    all_live: tuple[dict[str, Any], FakeStripe, FakeTwilio, FakeGoogleCalendar],
+) -> None:
+    settings, _, _, _ = all_live
+    record = run(client, redis, make_settings, drain, **settings)
+    app = create_app(make_settings(**settings), client.application.extensions["saga_engine"])
+    web = app.test_client()
+    path = f"/twilio/status?saga_id={record.id}&kind=confirmation"
+    form = {"MessageSid": record.step("send_sms").ref or "", "MessageStatus": "delivered"}
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(PUBLIC_URL + path, form)
+
+    assert web.post(path, data=form).status_code == 403  # unsigned
+    assert (
+        web.post(
+            path, data={**form, "MessageStatus": "failed"}, headers={"X-Twilio-Signature": signature}
+        ).status_code
+        == 403
+    )  # tampered
+    assert web.post(path, data=form, headers={"X-Twilio-Signature": signature}).status_code == 204
+    step = web.get(f"/sagas/{record.id}").get_json()["steps"][2]
+    assert step["provider_status"] == "delivered"
+
+    other = {"MessageSid": "SMnotours", "MessageStatus": "delivered"}
+    other_signature = RequestValidator(TWILIO_TOKEN).compute_signature(PUBLIC_URL + path, other)
+    assert web.post(path, data=other, headers={"X-Twilio-Signature": other_signature}).status_code == 404
