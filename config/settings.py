@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     stall_grace_seconds: float = Field(60.0, gt=0, le=86400)
     shutdown_grace_seconds: float = Field(25.0, gt=0, le=3600)
     rq_timeout_grace_seconds: int = Field(15, ge=1, le=3600)
+    worker_class: Literal["threaded", "forking"] = "threaded"
+    worker_concurrency: int = Field(32, ge=1, le=512)
 
     webhook_secret: SecretStr | None = None
     rate_limit_per_caller: str = Field("120/minute", pattern=_RATE)

@@ -25,6 +25,12 @@ from saga.engine import SagaEngine
 _PR_SET_PDEATHSIG = 1
 
 
+def die_with_worker(worker: object) -> None:
+    """Arm `_die_with` in every multiprocessing child this worker forks (RQ's scheduler)."""
+    parent = os.getpid()
+    multiprocessing.util.register_after_fork(worker, lambda _: _die_with(parent))
+
+
 def _die_with(parent: int) -> None:
     """In a child of the worker: be killed when the worker dies, even by SIGKILL (Linux).
 
@@ -64,8 +70,7 @@ class SagaWorker(Worker):
         self.engine = engine
         self.shutdown_grace = shutdown_grace
         entrypoints.bind(engine)
-        parent = os.getpid()
-        multiprocessing.util.register_after_fork(self, lambda _: _die_with(parent))
+        die_with_worker(self)
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         """Warm shutdown, bounded: hand the running step back after the grace."""

@@ -176,10 +176,22 @@ def test_worker_killed_at_crash_point_recovers_with_one_charge(
     assert len({e["ref"] for e in ledger.entries(saga_id) if e["kind"] == "charge"}) == 1
 
 
+@pytest.mark.parametrize(
+    ("worker_class", "handed_back"),
+    [("forking", "work-horse terminated"), ("threaded", "worker shut down mid-step")],
+)
 def test_sigterm_hands_a_long_step_back_and_another_worker_finishes_it(
-    make_settings: Any, redis: Redis, client: FlaskClient, processes: Start, ledger: SandboxLedger
+    worker_class: str,
+    handed_back: str,
+    make_settings: Any,
+    redis: Redis,
+    client: FlaskClient,
+    processes: Start,
+    ledger: SandboxLedger,
 ) -> None:
-    hanging = make_settings(sandbox_faults="sync_calendar=hang:1", step_timeout_seconds=60)
+    hanging = make_settings(
+        sandbox_faults="sync_calendar=hang:1", step_timeout_seconds=60, worker_class=worker_class
+    )
     engine = build_engine(hanging, redis)
     client.application.extensions["saga_engine"] = engine
     saga_id = client.post("/book", json=BOOKING).get_json()["id"]
@@ -190,7 +202,7 @@ def test_sigterm_hands_a_long_step_back_and_another_worker_finishes_it(
     assert worker.wait(timeout=30) == 0
     step = engine.get(saga_id).step("sync_calendar")
     assert step.status.value == "pending" and step.attempts == 1
-    assert "work-horse terminated" in (step.error or "")
+    assert handed_back in (step.error or "")
 
     processes("worker.py", hanging)  # attempt 2 is not faulted
     record = wait_until_finished(engine, saga_id, timeout=60)

@@ -43,7 +43,13 @@ def test_work_horse_killed_mid_step_is_retried_and_charges_once(
     ledger: SandboxLedger,
     tmp_path: Path,
 ) -> None:
-    _, record = run_one({"sandbox_faults": "charge_card=crash:1"}, make_settings, redis, client, processes)
+    _, record = run_one(
+        {"sandbox_faults": "charge_card=crash:1", "worker_class": "forking"},
+        make_settings,
+        redis,
+        client,
+        processes,
+    )
     assert record.status == SagaStatus.COMPLETED
     assert record.step("charge_card").attempts == 2
     first = next(h for h in record.history if h.step == "charge_card" and h.target == "pending")
@@ -55,7 +61,7 @@ def test_crash_on_every_attempt_ends_compensated(
     make_settings: Any, redis: Redis, client: FlaskClient, processes: Start, ledger: SandboxLedger
 ) -> None:
     _, record = run_one(
-        {"sandbox_faults": "send_sms=crash", "step_max_attempts": 2},
+        {"sandbox_faults": "send_sms=crash", "step_max_attempts": 2, "worker_class": "forking"},
         make_settings,
         redis,
         client,

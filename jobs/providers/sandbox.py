@@ -9,6 +9,7 @@ threads) write to the same file, hence WAL, a long busy timeout, one short
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -107,9 +108,13 @@ class SandboxLedger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        # Switching a new file to WAL can fail with "database is locked" without waiting
+        # for the busy timeout when several processes open it at once: take turns.
+        with open(f"{self.path}.init-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(_SCHEMA)
         conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute(_SCHEMA)
         self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
