@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from redis import Redis
 from redis.client import Pipeline
@@ -22,7 +23,7 @@ from saga import keys
 from saga.deadline import run_with_deadline
 from saga.definition import Direction, Saga, Step, StepContext
 from saga.errors import AttemptFailed, IdempotencyKeyReused, StaleAttempt, UnknownSaga
-from saga.outcome import describe
+from saga.outcome import describe, redact
 from saga.queueing import StepQueue
 from saga.records import SagaRecord, StepRecord
 from saga.settle import Settlement
@@ -32,6 +33,24 @@ from saga.store import SagaStore
 log = logging.getLogger("saga")
 
 DAY = 86400
+
+
+class JobBookkeeping(Protocol):
+    """The queue's own record of a job, written inside the engine's transactions.
+
+    A worker that passes one to `SagaEngine.run` gets the job's started and
+    finished (or failed) marks committed together with the step's claim and
+    result: fewer round trips, and the two records can never disagree.
+    """
+
+    def started(self, pipe: Pipeline) -> None:
+        """Queue the writes that mark the job as running."""
+
+    def finished(self, pipe: Pipeline) -> None:
+        """Queue the writes that mark the job as done."""
+
+    def failed(self, pipe: Pipeline, reason: str) -> None:
+        """Queue the writes that mark the job as failed, with the traceback in `reason`."""
 
 
 Checkpoint = Callable[[str, StepContext], None]
@@ -156,8 +175,18 @@ class SagaEngine:
         """The saga with its steps and history; raises `SagaNotFound`."""
         return self.store.load(saga_id)
 
-    def run(self, saga_id: str, step_name: str, direction: str, attempt: int) -> None:
+    def run(
+        self,
+        saga_id: str,
+        step_name: str,
+        direction: str,
+        attempt: int,
+        bookkeeping: JobBookkeeping | None = None,
+    ) -> None:
         """Execute one attempt of a step's action or compensation, then settle it.
+
+        Args:
+            bookkeeping: the worker's record of the job, committed with the claim and the result.
 
         Raises:
             AttemptFailed: the attempt failed and the engine recorded what follows.
@@ -165,7 +194,7 @@ class SagaEngine:
         try:
             claim = self.store.transact(
                 [keys.saga(saga_id), keys.step(saga_id, step_name)],
-                lambda pipe: self._claim(pipe, saga_id, step_name, direction, attempt),
+                lambda pipe: self._claim(pipe, saga_id, step_name, direction, attempt, bookkeeping),
             )
         except StaleAttempt as stale:
             log.warning("%s", stale, extra={"saga_id": saga_id, "step": step_name, "attempt": attempt})
@@ -191,7 +220,16 @@ class SagaEngine:
             ref = run_with_deadline(lambda: work(ctx), step=step.name, timeout=step.timeout)
         except Exception as exc:
             permanent = step.is_permanent(exc)
-            self._settle_failure(saga_id, step_name, direction, attempt, describe(exc), permanent)
+            trace = redact(traceback.format_exc())
+            self._settle_failure(
+                saga_id,
+                step_name,
+                direction,
+                attempt,
+                describe(exc),
+                permanent,
+                (lambda pipe: bookkeeping.failed(pipe, trace)) if bookkeeping else None,
+            )
             raise AttemptFailed(
                 saga_id, step.name, attempt, "permanent" if permanent else "retryable"
             ) from exc
@@ -202,6 +240,7 @@ class SagaEngine:
             direction,
             attempt,
             lambda pipe, c: self.settle.success(pipe, c, direction, attempt, ref),
+            bookkeeping.finished if bookkeeping else None,
         )
         self._checkpoint("after_record", ctx)
 
@@ -267,7 +306,14 @@ class SagaEngine:
     # -- internals -----------------------------------------------------------
 
     def _settle_failure(
-        self, saga_id: str, step_name: str, direction: str, attempt: int, reason: str, permanent: bool
+        self,
+        saga_id: str,
+        step_name: str,
+        direction: str,
+        attempt: int,
+        reason: str,
+        permanent: bool,
+        also: Callable[[Pipeline], None] | None = None,
     ) -> bool:
         return self._apply(
             saga_id,
@@ -275,6 +321,7 @@ class SagaEngine:
             direction,
             attempt,
             lambda pipe, c: self.settle.failure(pipe, c, direction, attempt, reason, permanent),
+            also,
         )
 
     def _apply(
@@ -284,13 +331,19 @@ class SagaEngine:
         direction: str,
         attempt: int,
         change: Callable[[Pipeline, Claim], None],
+        also: Callable[[Pipeline], None] | None = None,
     ) -> bool:
-        """Run `change` if attempt `attempt` still owns the step; log and refuse otherwise."""
+        """Run `change` (and `also`, in the same transaction) if attempt `attempt` still owns the step.
+
+        Logs and refuses otherwise, writing nothing.
+        """
 
         def body(pipe: Pipeline) -> None:
             claim = self._owned(pipe, saga_id, step_name, direction, attempt)
             pipe.multi()
             change(pipe, claim)
+            if also is not None:
+                also(pipe)
 
         try:
             self.store.transact([keys.saga(saga_id), keys.step(saga_id, step_name)], body)
@@ -300,11 +353,10 @@ class SagaEngine:
         return True
 
     def _read(self, pipe: Pipeline, saga_id: str, step_name: str, attempt: int) -> tuple[Claim, SagaStatus]:
-        header = self.store.read_header(pipe, saga_id)
+        header, record = self.store.read_saga_and_step(pipe, saga_id, step_name)
         if not header:
             raise StaleAttempt(saga_id, step_name, attempt, "the saga no longer exists")
         saga = self.definition(header[b"name"].decode())
-        record = self.store.read_step(pipe, saga_id, step_name)
         if record is None:
             raise StaleAttempt(saga_id, step_name, attempt, "the saga has no such step")
         failed = header.get(b"failed_compensations", b"").decode()
@@ -336,13 +388,23 @@ class SagaEngine:
         )
         return status == SagaStatus.COMPENSATING and (first or again)
 
-    def _claim(self, pipe: Pipeline, saga_id: str, step_name: str, direction: str, attempt: int) -> Claim:
+    def _claim(
+        self,
+        pipe: Pipeline,
+        saga_id: str,
+        step_name: str,
+        direction: str,
+        attempt: int,
+        bookkeeping: JobBookkeeping | None = None,
+    ) -> Claim:
         claim, status = self._read(pipe, saga_id, step_name, attempt)
         if not self._awaits(claim.record, status, direction, attempt):
             reason = f"step is {claim.record.status.value}, saga {status.value}"
             raise StaleAttempt(saga_id, step_name, attempt, reason)
         pipe.multi()
         self.settle.claimed(pipe, claim, direction, attempt)
+        if bookkeeping is not None:
+            bookkeeping.started(pipe)
         return claim
 
     def _owned(self, pipe: Pipeline, saga_id: str, step_name: str, direction: str, attempt: int) -> Claim:

@@ -31,6 +31,14 @@ def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# Both hashes in one round trip (inside WATCH, where a pipeline cannot batch reads).
+_READ_PAIR = "return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}"
+
+
+def _pairs(flat: list[bytes]) -> Raw:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 class SagaStore:
     """One saga's hashes, history stream and the active index; nothing else."""
 
@@ -38,6 +46,7 @@ class SagaStore:
         self.redis = redis
         self.clock = clock
         self.history_limit = history_limit
+        self._read_pair = redis.register_script(_READ_PAIR)
 
     def now(self) -> str:
         """The current time in record format."""
@@ -87,16 +96,11 @@ class SagaStore:
         raw = cast(bytes | None, self.redis.hget(keys.step(saga_id, name), "ref"))
         return raw.decode() if raw else None
 
-    @staticmethod
-    def read_header(pipe: Pipeline, saga_id: str) -> Raw:
-        """The saga hash, read inside a transaction; empty when it does not exist."""
-        return cast(Raw, pipe.hgetall(keys.saga(saga_id)))
-
-    @staticmethod
-    def read_step(pipe: Pipeline, saga_id: str, name: str) -> StepRecord | None:
-        """One step record, read inside a transaction; None when it does not exist."""
-        raw = cast(Raw, pipe.hgetall(keys.step(saga_id, name)))
-        return StepRecord.from_hash(raw) if raw else None
+    def read_saga_and_step(self, pipe: Pipeline, saga_id: str, name: str) -> tuple[Raw, StepRecord | None]:
+        """The saga hash and one step record, read inside a transaction in one round trip."""
+        header, step = self._read_pair(keys=[keys.saga(saga_id), keys.step(saga_id, name)], client=pipe)
+        step_raw = _pairs(step)
+        return _pairs(header), StepRecord.from_hash(step_raw) if step_raw else None
 
     # -- writes (pipeline in MULTI) ----------------------------------------
 

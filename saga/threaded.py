@@ -39,6 +39,8 @@ from rq.utils import now
 
 from saga import entrypoints
 from saga.engine import SagaEngine
+from saga.errors import AttemptFailed
+from saga.outcome import redact
 from saga.worker import die_with_worker
 
 HEARTBEAT_EVERY = 5.0  # seconds between worker heartbeats (RQ's worker TTL is minutes)
@@ -166,38 +168,47 @@ class ThreadedSagaWorker(Worker):
                 self._slots.release()
 
     def _perform(self, job: Job, queue: Queue) -> None:
-        ttl = int(job.timeout or 180) + 60
+        meta = job.meta
+        if {"saga_id", "step", "direction", "attempt"} <= meta.keys():
+            bookkeeping = RQBookkeeping(self, job)
+            try:
+                self.engine.run(
+                    meta["saga_id"], meta["step"], meta["direction"], int(meta["attempt"]), bookkeeping
+                )
+            except AttemptFailed:
+                pass  # recorded, with the job's failure, in the engine's transaction
+            except Exception:  # the engine could not record it (Redis down): unknown outcome
+                self.log.exception("job %s", job.id)
+                self.engine.report_failure(
+                    meta["saga_id"], meta["step"], meta["direction"], int(meta["attempt"]), "worker error"
+                )
+            if not bookkeeping.closed:  # a stale attempt: nothing was claimed, close the job apart
+                with self.connection.pipeline() as pipe:
+                    bookkeeping.finished(pipe)
+                    pipe.execute()
+            return
+        self._perform_plain(job)
+
+    def _perform_plain(self, job: Job) -> None:
+        """Any other job (the periodic reconciler): RQ's lifecycle in two pipelines."""
+        bookkeeping = RQBookkeeping(self, job)
         with self.connection.pipeline() as pipe:
-            execution = Execution.create(job, ttl, pipe, worker_name=self.name)
-            job.prepare_for_execution(self.name, pipe)
+            bookkeeping.started(pipe)
             pipe.execute()
         try:
             job.perform()
         except Exception:
-            exc_info = traceback.format_exc()
-            job._status = JobStatus.FAILED
-            job.ended_at = now()
+            reason = redact(traceback.format_exc())
             try:
                 job.execute_failure_callback(self.death_penalty_class, *sys.exc_info())
             except Exception:
                 self.log.exception("job %s: failure callback raised", job.id)
             with self.connection.pipeline() as pipe:
-                job.set_status(JobStatus.FAILED, pipeline=pipe)
-                job._handle_failure(
-                    exc_info, pipe, self.name, execution.id, execution.created_at, job.ended_at
-                )
-                execution.delete(job, pipe)
-                self.increment_failed_job_count(pipe)
+                bookkeeping.failed(pipe, reason)
                 pipe.execute()
             return
-        job._status = JobStatus.FINISHED
-        job.ended_at = now()
-        result_ttl = job.get_result_ttl(self.default_result_ttl)
         with self.connection.pipeline() as pipe:
-            job._handle_success(result_ttl, pipe, self.name, execution.id, execution.created_at, job.ended_at)
-            execution.delete(job, pipe)
-            job.cleanup(result_ttl, pipeline=pipe)
-            self.increment_successful_job_count(pipe)
+            bookkeeping.finished(pipe)
             pipe.execute()
 
     # -- shutdown ------------------------------------------------------------------------
@@ -223,3 +234,50 @@ class ThreadedSagaWorker(Worker):
                 )
                 self.log.warning("handed back %s", job.id)
         super().teardown()
+
+
+class RQBookkeeping:
+    """RQ's records of one job (execution, status, registries, result), written into a given pipeline."""
+
+    def __init__(self, worker: ThreadedSagaWorker, job: Job) -> None:
+        self.worker = worker
+        self.job = job
+        self.execution: Execution | None = None
+        self.closed = False
+
+    def started(self, pipe: Pipeline) -> None:
+        """The job is running: visible in the started registry and on its page."""
+        ttl = int(self.job.timeout or 180) + 60
+        self.execution = Execution.create(self.job, ttl, pipe, worker_name=self.worker.name)
+        self.job.prepare_for_execution(self.worker.name, pipe)
+
+    def finished(self, pipe: Pipeline) -> None:
+        """The job is done; its result is kept for its result TTL."""
+        job, execution = self.job, self.execution
+        job._status = JobStatus.FINISHED
+        job.ended_at = now()
+        result_ttl = job.get_result_ttl(self.worker.default_result_ttl)
+        started = execution.created_at if execution else job.ended_at
+        job._handle_success(
+            result_ttl, pipe, self.worker.name, execution.id if execution else None, started, job.ended_at
+        )
+        if execution is not None:
+            execution.delete(job, pipe)
+        job.cleanup(result_ttl, pipeline=pipe)
+        self.worker.increment_successful_job_count(pipe)
+        self.closed = True
+
+    def failed(self, pipe: Pipeline, reason: str) -> None:
+        """The job failed; it goes to the failed registry with `reason`."""
+        job, execution = self.job, self.execution
+        job._status = JobStatus.FAILED
+        job.ended_at = now()
+        job.set_status(JobStatus.FAILED, pipeline=pipe)
+        started = execution.created_at if execution else job.ended_at
+        job._handle_failure(
+            reason, pipe, self.worker.name, execution.id if execution else None, started, job.ended_at
+        )
+        if execution is not None:
+            execution.delete(job, pipe)
+        self.worker.increment_failed_job_count(pipe)
+        self.closed = True

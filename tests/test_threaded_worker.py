@@ -95,6 +95,6 @@ def test_failed_attempts_and_periodic_jobs_are_recorded_like_rq_does(
     assert failed == [f"{saga_id}-send_sms-do-1"]
     job = Job.fetch(failed[0], connection=redis, serializer=JSONSerializer)
     result = job.latest_result()
-    assert result is not None and "AttemptFailed" in (result.exc_string or "")
+    assert result is not None and "InjectedFailure" in (result.exc_string or "")  # the real cause
     reconcile = Job.fetch("saga-reconcile", connection=redis, serializer=JSONSerializer)
     assert reconcile.get_status() == "finished"
