@@ -353,7 +353,7 @@ class SagaEngine:
         return True
 
     def _read(self, pipe: Pipeline, saga_id: str, step_name: str, attempt: int) -> tuple[Claim, SagaStatus]:
-        header, record = self.store.read_saga_and_step(pipe, saga_id, step_name)
+        header, record, data = self.store.read_saga_and_step(pipe, saga_id, step_name)
         if not header:
             raise StaleAttempt(saga_id, step_name, attempt, "the saga no longer exists")
         saga = self.definition(header[b"name"].decode())
@@ -365,7 +365,7 @@ class SagaEngine:
             saga=saga,
             step=saga.step(step_name),
             record=record,
-            data=SagaRecord.data_of(header),
+            data=data,
             saga_error=header[b"error"].decode() if header.get(b"error") else None,
             failed_compensations=tuple(n for n in failed.split(",") if n),
         )

@@ -1,8 +1,10 @@
 """The Redis key layout. Every key and every idempotency key is built here and nowhere else.
 
     sr:saga:{id}                 hash    the saga record
+    sr:saga:{id}:data            string  its input, JSON (apart, so the hash stays compact)
     sr:saga:{id}:step:{name}     hash    one step record
-    sr:saga:{id}:history         stream  every transition, in order
+    sr:saga:{id}:history         stream  every transition, in order, while the saga runs
+    sr:saga:{id}:log             string  the same, as JSON, once it finished (streams cost >= 4 KB)
     sr:sagas:active              zset    id -> when it should next have moved (reconciler)
     sr:reconciler:lock           string  held by the one reconciler pass running
     sr:idem:{sha256(key)}        hash    client Idempotency-Key -> saga id, request fingerprint
@@ -34,6 +36,11 @@ def saga(saga_id: str) -> str:
     return f"{PREFIX}:saga:{saga_id}"
 
 
+def data(saga_id: str) -> str:
+    """The saga's input data."""
+    return f"{PREFIX}:saga:{saga_id}:data"
+
+
 def step(saga_id: str, name: str) -> str:
     """One step's hash."""
     return f"{PREFIX}:saga:{saga_id}:step:{name}"
@@ -44,9 +51,20 @@ def history(saga_id: str) -> str:
     return f"{PREFIX}:saga:{saga_id}:history"
 
 
+def history_log(saga_id: str) -> str:
+    """A finished saga's history, archived from its stream."""
+    return f"{PREFIX}:saga:{saga_id}:log"
+
+
 def all_of_saga(saga_id: str, step_names: Iterable[str]) -> list[str]:
     """Every key one saga owns, for expiry."""
-    return [saga(saga_id), history(saga_id), *(step(saga_id, n) for n in step_names)]
+    return [
+        saga(saga_id),
+        data(saga_id),
+        history(saga_id),
+        history_log(saga_id),
+        *(step(saga_id, n) for n in step_names),
+    ]
 
 
 def idempotency(client_key: str) -> str:

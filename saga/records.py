@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from saga import keys
 from saga.status import SagaStatus, StepStatus
 
 
@@ -45,18 +46,19 @@ class StepRecord:
     compensation_provider_status: str | None = None
 
     @classmethod
-    def from_hash(cls, raw: dict[bytes, bytes]) -> StepRecord:
-        """Decode a step hash; raises KeyError if the hash is empty."""
+    def from_hash(cls, saga_id: str, raw: dict[bytes, bytes]) -> StepRecord:
+        """Decode a step hash (the keys are derived, not stored); raises KeyError if it is empty."""
+        name = raw[b"name"].decode()
         return cls(
-            name=raw[b"name"].decode(),
+            name=name,
             compensation_name=raw[b"compensation_name"].decode(),
             index=_int(raw, "index"),
             status=StepStatus(raw[b"status"].decode()),
             attempts=_int(raw, "attempts"),
             compensation_attempts=_int(raw, "compensation_attempts"),
             claimed=_int(raw, "claimed"),
-            idempotency_key=raw[b"idempotency_key"].decode(),
-            compensation_key=raw[b"compensation_key"].decode(),
+            idempotency_key=keys.action_key(saga_id, name),
+            compensation_key=keys.compensation_key(saga_id, name),
             ref=_text(raw, "ref"),
             compensation_ref=_text(raw, "compensation_ref"),
             error=_text(raw, "error"),
@@ -111,15 +113,20 @@ class Transition:
 
     @classmethod
     def from_entry(cls, entry_id: bytes, raw: dict[bytes, bytes]) -> Transition:
-        """Decode one XRANGE entry."""
-        attempt = _int(raw, "attempt")
+        """Decode one XRANGE entry; its time is the entry id's milliseconds."""
+        millis = int(entry_id.split(b"-")[0])
+        at = (
+            datetime.fromtimestamp(millis / 1000, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z")
+        )
         return cls(
             id=entry_id.decode(),
-            at=raw[b"at"].decode(),
+            at=at,
             step=_text(raw, "step"),
             direction=_text(raw, "direction"),
-            attempt=attempt or None,
-            source=raw[b"from"].decode(),
+            attempt=_int(raw, "attempt") or None,
+            source=_text(raw, "from") or "",
             target=raw[b"to"].decode(),
             detail=_text(raw, "detail"),
         )
@@ -155,14 +162,19 @@ class SagaRecord:
 
     @classmethod
     def from_hashes(
-        cls, raw: dict[bytes, bytes], steps: list[StepRecord], history: list[Transition]
+        cls,
+        saga_id: str,
+        raw: dict[bytes, bytes],
+        data: dict[str, Any],
+        steps: list[StepRecord],
+        history: list[Transition],
     ) -> SagaRecord:
         """Decode the saga hash together with its already-decoded parts."""
         return cls(
-            id=raw[b"id"].decode(),
+            id=saga_id,
             name=raw[b"name"].decode(),
             status=SagaStatus(raw[b"status"].decode()),
-            data=cls.data_of(raw),
+            data=data,
             created_at=raw[b"created_at"].decode(),
             updated_at=raw[b"updated_at"].decode(),
             finished_at=_text(raw, "finished_at"),
@@ -171,12 +183,6 @@ class SagaRecord:
             steps=steps,
             history=history,
         )
-
-    @staticmethod
-    def data_of(raw: dict[bytes, bytes]) -> dict[str, Any]:
-        """The input data stored in a saga hash."""
-        data: dict[str, Any] = json.loads(raw[b"data"])
-        return data
 
     def step(self, name: str) -> StepRecord:
         """The record of step `name`; raises KeyError if the saga has no such step."""

@@ -32,7 +32,24 @@ def iso(epoch: float) -> str:
 
 
 # Both hashes in one round trip (inside WATCH, where a pipeline cannot batch reads).
-_READ_PAIR = "return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}"
+_READ_PAIR = (
+    "return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), redis.call('GET', KEYS[3])}"
+)
+
+
+# A finished saga's history never changes again: keep it as one JSON string. A stream
+# preallocates a 4 KB node, more than everything else a finished saga keeps.
+_ARCHIVE = """
+local out = {}
+for i, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+  local fields = {}
+  for j = 1, #entry[2], 2 do fields[entry[2][j]] = entry[2][j + 1] end
+  out[i] = {entry[1], fields}
+end
+redis.call('SET', KEYS[2], cjson.encode(out), 'EX', ARGV[1])
+redis.call('DEL', KEYS[1])
+return #out
+"""
 
 
 def _pairs(flat: list[bytes]) -> Raw:
@@ -47,6 +64,7 @@ class SagaStore:
         self.clock = clock
         self.history_limit = history_limit
         self._read_pair = redis.register_script(_READ_PAIR)
+        self._archive = redis.register_script(_ARCHIVE)
 
     def now(self) -> str:
         """The current time in record format."""
@@ -82,10 +100,16 @@ class SagaStore:
             for name in names:
                 pipe.hgetall(keys.step(saga_id, name))
             pipe.xrange(keys.history(saga_id))
-            *step_hashes, entries = pipe.execute()
-        steps = [StepRecord.from_hash(h) for h in step_hashes if h]
+            pipe.get(keys.history_log(saga_id))
+            pipe.get(keys.data(saga_id))
+            *step_hashes, entries, log, data = pipe.execute()
+        steps = [StepRecord.from_hash(saga_id, h) for h in step_hashes if h]
+        if log:  # finished: the archived history
+            entries = [
+                (i.encode(), {k.encode(): v.encode() for k, v in f.items()}) for i, f in json.loads(log)
+            ]
         history = [Transition.from_entry(entry_id, fields) for entry_id, fields in entries]
-        return SagaRecord.from_hashes(raw, steps, history)
+        return SagaRecord.from_hashes(saga_id, raw, json.loads(data) if data else {}, steps, history)
 
     def exists(self, saga_id: str) -> bool:
         """True while the saga's record is kept."""
@@ -96,11 +120,16 @@ class SagaStore:
         raw = cast(bytes | None, self.redis.hget(keys.step(saga_id, name), "ref"))
         return raw.decode() if raw else None
 
-    def read_saga_and_step(self, pipe: Pipeline, saga_id: str, name: str) -> tuple[Raw, StepRecord | None]:
-        """The saga hash and one step record, read inside a transaction in one round trip."""
-        header, step = self._read_pair(keys=[keys.saga(saga_id), keys.step(saga_id, name)], client=pipe)
+    def read_saga_and_step(
+        self, pipe: Pipeline, saga_id: str, name: str
+    ) -> tuple[Raw, StepRecord | None, dict[str, Any]]:
+        """The saga hash, one step record and the input data, inside a transaction, in one round trip."""
+        header, step, data = self._read_pair(
+            keys=[keys.saga(saga_id), keys.step(saga_id, name), keys.data(saga_id)], client=pipe
+        )
         step_raw = _pairs(step)
-        return _pairs(header), StepRecord.from_hash(step_raw) if step_raw else None
+        record = StepRecord.from_hash(saga_id, step_raw) if step_raw else None
+        return _pairs(header), record, json.loads(data) if data else {}
 
     # -- writes (pipeline in MULTI) ----------------------------------------
 
@@ -112,16 +141,15 @@ class SagaStore:
         pipe.hset(
             keys.saga(saga_id),
             mapping={
-                "id": saga_id,
                 "name": saga.name,
                 "status": SagaStatus.RUNNING.value,
-                "data": json.dumps(data, separators=(",", ":")),
                 "steps": json.dumps([s.name for s in saga.steps]),
                 "step": saga.steps[0].name,
                 "created_at": at,
                 "updated_at": at,
             },
         )
+        pipe.set(keys.data(saga_id), json.dumps(data, separators=(",", ":")))
         for index, step in enumerate(saga.steps):
             pipe.hset(
                 keys.step(saga_id, step.name),
@@ -130,11 +158,6 @@ class SagaStore:
                     "compensation_name": step.compensation_name,
                     "index": index,
                     "status": StepStatus.PENDING.value,
-                    "attempts": 0,
-                    "compensation_attempts": 0,
-                    "claimed": 0,
-                    "idempotency_key": keys.action_key(saga_id, step.name),
-                    "compensation_key": keys.compensation_key(saga_id, step.name),
                 },
             )
         self.record(pipe, saga_id, source="", target=SagaStatus.RUNNING.value, detail="saga started")
@@ -184,20 +207,21 @@ class SagaStore:
         detail: str = "",
     ) -> None:
         """Append one transition to the saga's history stream."""
-        entry = {
-            "at": self.now(),
+        # The entry id carries the time; empty fields are left out.
+        fields = {
             "step": step,
             "direction": direction,
             "attempt": attempt,
             "from": source,
-            "to": target,
             "detail": detail[:500],
         }
+        entry = {"to": target, **{name: value for name, value in fields.items() if value}}
         pipe.xadd(keys.history(saga_id), cast(Any, entry), maxlen=self.history_limit, approximate=True)
 
-    @staticmethod
-    def expire(pipe: Pipeline, saga_id: str, step_names: Sequence[str], retention: int) -> None:
-        """Let a finished saga's keys expire after `retention` seconds and drop it from the index."""
+    def expire(self, pipe: Pipeline, saga_id: str, step_names: Sequence[str], retention: int) -> None:
+        """Archive a finished saga's history, let its keys expire after `retention` seconds,
+        and drop it from the index (after the final history entry, in the same MULTI)."""
+        self._archive(keys=[keys.history(saga_id), keys.history_log(saga_id)], args=[retention], client=pipe)
         for key in keys.all_of_saga(saga_id, step_names):
             pipe.expire(key, retention)
         pipe.zrem(keys.ACTIVE, saga_id)

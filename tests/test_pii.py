@@ -1,4 +1,4 @@
-"""No phone numbers, names or card data outside the saga hashes: not in Redis, not in logs."""
+"""No phone numbers, names or card data outside the saga's input record: not in Redis, not in logs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from redis import Redis
 
 from config.logs import RedactingFormatter
 from jobs.runtime import build_engine
-from saga import SagaEngine
+from saga import SagaEngine, keys
 from tests.conftest import BOOKING
 from tests.waiting import wait_until_finished
 
@@ -49,7 +49,7 @@ def values_of(redis: Redis, key: bytes) -> list[bytes]:
     return out
 
 
-def test_personal_data_stays_in_the_saga_hash(
+def test_personal_data_stays_in_the_sagas_input_record(
     make_settings: Callable[..., Any],
     redis: Redis,
     client: FlaskClient,
@@ -79,8 +79,7 @@ def test_personal_data_stays_in_the_saga_hash(
         for value in values_of(redis, key):
             if any(p.encode() in value for p in PHONES) or NAME.encode() in value:
                 leaks.append(key.decode())
-    saga_hashes = {f"sr:saga:{saga_id}" for saga_id in ids}
-    assert set(leaks) == saga_hashes
+    assert set(leaks) == {keys.data(saga_id) for saga_id in ids}
 
     logs = caplog.text + "".join(p.read_text() for p in tmp_path.glob("*.log"))
     assert "sync_calendar" in logs  # the logs were captured at all

@@ -218,7 +218,7 @@ def wait_for_step(engine: SagaEngine, saga_id: str, step: str, status: str, time
     for _ in range(int(timeout * 2)):
         for entry_id, fields in (engine.redis.xread({stream: last}, block=500) or [[stream, []]])[0][1]:
             last = entry_id
-            if fields[b"step"] == step.encode() and fields[b"to"] == status.encode():
+            if fields.get(b"step") == step.encode() and fields.get(b"to") == status.encode():
                 return
     raise AssertionError(f"{step} never reached {status}")
 
