@@ -40,3 +40,30 @@ def test_malformed_value_names_the_variable(variable: str, value: str) -> None:
         load_settings({variable: value})
     assert f"{variable}:" in str(raised.value)
     assert value in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"STRIPE_MODE": "live"}, "STRIPE_API_KEY"),
+        ({"TWILIO_MODE": "live", "TWILIO_FROM": "+15005550006"}, "TWILIO_AUTH_TOKEN"),
+        ({"CALENDAR_MODE": "live", "GOOGLE_CALENDAR_ID": "primary"}, "GOOGLE_SERVICE_ACCOUNT"),
+        (
+            {"CALENDAR_MODE": "live", "GOOGLE_CALENDAR_ID": "primary", "GOOGLE_SERVICE_ACCOUNT": "{not json"},
+            "GOOGLE_SERVICE_ACCOUNT",
+        ),
+        (
+            {"APP_ENV": "production", "WEBHOOK_SECRET": "whsec_x", "SANDBOX_FAULTS": "send_sms=fail"},
+            "SANDBOX_FAULTS",
+        ),
+    ],
+)
+def test_live_provider_without_credentials_refuses_to_start(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_settings(environ)
+
+
+def test_secrets_are_not_echoed_in_config_errors() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"WEBHOOK_SECRET": "not-whsec-supersecret"})
+    assert "supersecret" not in str(raised.value)
