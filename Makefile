@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 INSTALLED := $(VENV)/.installed
 INSTALLED_DEV := $(VENV)/.installed-dev
-MYPY_TARGETS := saga config launcher
+MYPY_TARGETS := saga config launcher chaos
 
 .DEFAULT_GOAL := help
 .PHONY: help run test lint install install-dev clean distclean
@@ -22,6 +22,19 @@ help: ## Show this list of targets
 
 run: install ## Start web, worker and scheduler from the Procfile on an embedded Redis (Ctrl-C stops all)
 	$(BIN)/python -m launcher.run
+
+# make chaos N=1000 CHAOS_ARGS="--seed 7 --kill-every 1"; python -m chaos --help lists the options.
+N ?= 500
+CHAOS_ARGS ?=
+.PHONY: chaos
+chaos: install ## Book N=500 viewings while SIGKILLing workers and restarting Redis; fail on anything lost or doubled
+	$(BIN)/python -m chaos --sagas $(N) $(CHAOS_ARGS)
+
+# make bench BENCH_ARGS="--quick --only noop,latency"; python -m bench --help lists the options.
+BENCH_ARGS ?=
+.PHONY: bench
+bench: install ## Benchmarks, each figure beside a same-run baseline; writes bench/results/latest.json
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 test: lint ## Install dev deps, lint, type-check, then run the test suite
 	$(BIN)/python -m pytest

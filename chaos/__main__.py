@@ -42,6 +42,14 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--redis-restart-at", type=float, default=0.4, metavar="SHARE",
         help="restart Redis once this share of bookings is answered; 0: never (default %(default)s)",
     )  # fmt: skip
+    parser.add_argument(
+        "--retry-delay", type=float, default=0.2, metavar="SECONDS",
+        help="RETRY_INITIAL_DELAY_SECONDS; 0 retries at once, bypassing RQ's scheduler (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--worker-class", choices=("threaded", "forking"),
+        help="WORKER_CLASS of the workers (default: the system's own default)",
+    )  # fmt: skip
     parser.add_argument("--faults", default=DEFAULT_FAULTS, help="SANDBOX_FAULTS for every process")
     parser.add_argument(
         "--workdir", type=Path, help="Redis data, ledger, logs and report (default: a temp dir)"
@@ -49,6 +57,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     args = parser.parse_args(argv)
     if args.sagas < 1 or args.workers < 1 or args.threads < 1:
         parser.error("--sagas, --workers and --threads must be at least 1")
+    if args.retry_delay < 0 or args.kill_every < 0 or args.deadline <= 0:
+        parser.error("--retry-delay and --kill-every must be >= 0, --deadline > 0")
     if not 0 <= args.redis_restart_at <= 1:
         parser.error("--redis-restart-at is a share between 0 and 1")
     return Options(
@@ -61,6 +71,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         redis_restart_at=args.redis_restart_at,
         faults=args.faults,
         workdir=args.workdir,
+        retry_delay=args.retry_delay,
+        worker_class=args.worker_class,
     )
 
 

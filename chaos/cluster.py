@@ -64,6 +64,7 @@ class ClusterStats:
     """What the cluster went through, for the report."""
 
     kills: int = 0
+    busy_kills: int = 0  # kills that orphaned a running work-horse (forking workers)
     restarts: Counter[str] = field(default_factory=Counter)  # role -> restarts of any cause
     exits: list[str] = field(default_factory=list)  # processes that ended by themselves
     redis_restarts: int = 0
@@ -162,13 +163,22 @@ class Cluster:
 
     # -- chaos ----------------------------------------------------------------
 
-    def kill_random_worker(self, rng: random.Random) -> int | None:
-        """SIGKILL one live worker parent (not its children), then start a replacement at once."""
+    def kill_random_worker(self, rng: random.Random, prefer_busy: float = 0.75) -> int | None:
+        """SIGKILL one live worker parent (not its children), then start a replacement at once.
+
+        With probability `prefer_busy` the victim is a forking worker whose work-horse is
+        running a step, when there is one: an idle worker's death proves little, a busy
+        one's orphans its horse. (A threaded worker runs its steps in-process: its death
+        takes them all, and nothing here can tell whether it was busy.)
+        """
         with self._lock:
             live = [p for p in self.procs if p.role == "worker" and p.alive]
             if not live:
                 return None
-            victim = rng.choice(live)
+            busy = [p for p in live if p.popen is not None and procs.has_work_horse(p.popen.pid)]
+            victim = rng.choice(busy if busy and rng.random() < prefer_busy else live)
+            if victim in busy:
+                self.stats.busy_kills += 1
             assert victim.popen is not None
             pid = victim.popen.pid
             os.kill(pid, signal.SIGKILL)
@@ -257,6 +267,7 @@ class Cluster:
                     except subprocess.TimeoutExpired:
                         _signal_group(proc.popen.pid, signal.SIGKILL)
                         proc.popen.wait()
+            self.sessions |= procs.child_sessions()  # e.g. one started as Ctrl-C came
             redis = {self.redis.pid} if self.redis.pid is not None else set()
             procs.kill_sessions(self.sessions - redis, grace=2.0)
             self.redis.stop()

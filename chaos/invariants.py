@@ -34,8 +34,16 @@ SLOT_HELD = "slot-held"
 SMS = "sms"
 CALENDAR = "calendar"
 KNOWN_SAGA = "known-saga"
+CODE_ERROR = "code-error"
 
 _UNDO = re.compile(r"\b([a-z_]+) \(undo of [a-z_]+\)")
+# Errors are recorded as `Type: message` (saga/outcome.py). These types are bugs in our code,
+# never an injected fault, a provider's refusal, a timeout, a dead worker or a Redis restart.
+_BUG = re.compile(
+    r"\b(?:TypeError|AttributeError|NameError|KeyError|IndexError|ValueError|AssertionError|"
+    r"UnboundLocalError|ImportError|ModuleNotFoundError|ZeroDivisionError|RecursionError|"
+    r"NotImplementedError|IllegalTransition|UnknownSaga|EngineNotBound): "
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,7 @@ class SagaOutcome:
     slot: Slot
     status: str | None
     error: str | None = None
+    errors: tuple[str, ...] = ()  # every failure its history records, e.g. "retry in 0.2s: Type: msg"
 
     @property
     def failed_compensations(self) -> frozenset[str]:
@@ -222,8 +231,21 @@ def check_known(obs: Observation) -> list[Violation]:
     return found
 
 
+def check_errors(obs: Observation) -> list[Violation]:
+    """No step failed because of a bug in our code (a TypeError is not chaos, it is a defect)."""
+    found = []
+    for saga in obs.sagas:
+        bug = next((error for error in saga.errors if _BUG.search(error)), None)
+        if bug is not None:
+            found.append(
+                Violation(CODE_ERROR, saga.id, f"a step failed with a programming error: {bug[:300]}")
+            )
+    return found
+
+
 CHECKS = (
     check_settled,
+    check_errors,
     check_idempotency,
     check_charges,
     check_slots,

@@ -8,12 +8,13 @@ timeout); nothing here uses a sleep to make a result correct.
 from __future__ import annotations
 
 import random
+import shutil
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TextIO, cast
+from typing import Any, TextIO
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -21,6 +22,33 @@ from redis.exceptions import RedisError
 from chaos.cluster import Cluster
 from chaos.invariants import FINISHED
 from saga import keys
+
+# Locks that keep sagas moving, and whose holder can die holding them (see `LockWatch`).
+WATCHED_LOCKS = {"reconciler": keys.RECONCILER_LOCK, "rq-scheduler": "rq:scheduler-lock:sagas"}
+
+
+class LockWatch:
+    """How long a lock went without its holder touching it: a liveness clue, not a verdict.
+
+    A lock is set with a TTL; a live holder releases it (the reconciler, after a pass)
+    or refreshes it (RQ's scheduler, every second). So for one holder, the TTL seen at
+    its highest minus the TTL now is how long nobody has touched it; a dead holder's
+    lock runs down its whole TTL, and what it guards does not happen meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self.holder: bytes | None = None
+        self.top_ms = 0
+        self.longest_ms = 0
+
+    def sample(self, holder: bytes | None, ttl_ms: int) -> None:
+        if holder is None or ttl_ms < 0:
+            self.holder = None
+            return
+        if holder != self.holder:
+            self.holder, self.top_ms = holder, ttl_ms
+        self.top_ms = max(self.top_ms, ttl_ms)
+        self.longest_ms = max(self.longest_ms, self.top_ms - ttl_ms)
 
 
 class Watcher:
@@ -30,6 +58,7 @@ class Watcher:
         self.redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
         self._statuses: dict[str, str | None] = {}
         self._lock = threading.Lock()
+        self.locks = {name: LockWatch() for name in WATCHED_LOCKS}
 
     def add(self, saga_id: str) -> None:
         with self._lock:
@@ -39,15 +68,19 @@ class Watcher:
         """Refresh every unfinished saga; False when Redis did not answer (e.g. restarting)."""
         with self._lock:
             pending = [sid for sid, status in self._statuses.items() if status not in FINISHED]
-        if not pending:
-            return True
         try:
             with self.redis.pipeline(transaction=False) as pipe:
+                for key in WATCHED_LOCKS.values():
+                    pipe.get(key)
+                    pipe.pttl(key)
                 for saga_id in pending:
                     pipe.hget(keys.saga(saga_id), "status")
-                found = cast(list[bytes | None], pipe.execute())
+                replies: list[Any] = pipe.execute()
         except RedisError:
             return False
+        for index, watch in enumerate(self.locks.values()):
+            watch.sample(replies[2 * index], int(replies[2 * index + 1]))
+        found = replies[2 * len(self.locks) :]
         with self._lock:
             for saga_id, raw in zip(pending, found, strict=True):
                 self._statuses[saga_id] = raw.decode() if raw is not None else None
@@ -86,7 +119,7 @@ class Supervisor(threading.Thread):
         return self.rng.uniform(0.75, 1.5) * self.kill_every
 
     def run(self) -> None:
-        next_kill = time.monotonic() + self._pause()
+        next_kill = time.monotonic() + self._pause() / 2  # the first one early: short runs get kills too
         try:
             while not self.stopped.wait(0.2):
                 self.cluster.revive()
@@ -125,6 +158,10 @@ class Progress(threading.Thread):
         self.submitted = threading.Event()  # set once every booking has its answer
         self.settled = threading.Event()  # set once submitted and every saga settled
         self._last_print = 0.0
+        # Longest time no saga settled while some were pending: a liveness figure, not a verdict.
+        self.longest_stall = 0.0
+        self._settled = 0
+        self._moved_at = time.monotonic()
 
     def run(self) -> None:
         while not self.stopped.is_set():
@@ -136,12 +173,18 @@ class Progress(threading.Thread):
         if self.watcher.poll() and self.submitted.is_set() and self.watcher.all_settled():
             self.settled.set()
         now = time.monotonic()
-        if self.tty:
-            self.out.write("\r" + self.line(self.watcher.counts()) + "\x1b[K")
+        counts = self.watcher.counts()
+        settled = sum(counts[status] for status in FINISHED)
+        if settled != self._settled or settled == sum(counts.values()):
+            self._settled, self._moved_at = settled, now
+        self.longest_stall = max(self.longest_stall, now - self._moved_at)
+        if self.tty:  # one line, cut to the terminal's width so that \r can rewrite it
+            width = shutil.get_terminal_size().columns - 1
+            self.out.write("\r" + self.line(counts)[:width] + "\x1b[K")
             self.out.flush()
         elif force or now - self._last_print >= self.every:
             self._last_print = now
-            self.out.write(self.line(self.watcher.counts()) + "\n")
+            self.out.write(self.line(counts) + "\n")
             self.out.flush()
 
     def stop(self) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from chaos.invariants import Observation, SagaOutcome, Slot
 from chaos.load import Answer, Booking
@@ -59,7 +60,9 @@ def observe(
             except SagaNotFound:
                 outcomes.append(SagaOutcome(saga_id, slot, None))
                 continue
-            outcomes.append(SagaOutcome(saga_id, slot, record.status.value, record.error))
+            errors = [h.detail for h in record.history if h.detail]
+            errors += [e for step in record.steps for e in (step.error, step.compensation_error) if e]
+            outcomes.append(SagaOutcome(saga_id, slot, record.status.value, record.error, tuple(errors)))
             records[saga_id] = record.as_dict()
         store = SlotStore(redis)
         holders = {slot: store.holder(slot[0], datetime.fromisoformat(slot[1])) for slot in pool}
@@ -78,3 +81,30 @@ def observe(
         answers=by_key,
     )
     return observation, records
+
+
+def liveness_clues(redis_url: str, queue: str = "sagas") -> dict[str, Any]:
+    """What can keep sagas from moving: locks whose holder may be dead, and the queues' sizes.
+
+    Why: a stuck saga is a verdict; these clues say where to look. The reconciler's lock
+    and RQ's scheduler lock each have a TTL: a holder that died keeps them until it runs out.
+    """
+    redis = Redis.from_url(redis_url)
+    try:
+        locks = [keys.RECONCILER_LOCK, *(k.decode() for k in redis.scan_iter("rq:scheduler-lock:*"))]
+        return {
+            "locks": {
+                key: {
+                    "holder": (v := cast(bytes | None, redis.get(key))) and v.decode(),
+                    "ttl_ms": redis.pttl(key),
+                }
+                for key in locks
+            },
+            "queued_jobs": redis.llen(f"rq:queue:{queue}"),
+            "scheduled_jobs": redis.zcard(f"rq:scheduled:{queue}"),
+            "active_sagas": redis.zcard(keys.ACTIVE),
+        }
+    except RedisError as exc:
+        return {"error": f"Redis did not answer: {exc}"}
+    finally:
+        redis.close()

@@ -36,15 +36,15 @@ def become_subreaper() -> bool:
         return False
 
 
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, parent pid, session id) of `pid`, or None when it is gone."""
+def _stat(pid: int) -> tuple[str, int, int, int] | None:
+    """(state, parent pid, session id, process group) of `pid`, or None when it is gone."""
     try:
         raw = (_PROC / str(pid) / "stat").read_text()
     except OSError:
         return None
     # The command name may contain spaces and parentheses; the fields after its last ")" do not.
     fields = raw.rsplit(")", 1)[1].split()
-    return fields[0], int(fields[1]), int(fields[3])
+    return fields[0], int(fields[1]), int(fields[3]), int(fields[2])
 
 
 def _pids() -> list[int]:
@@ -61,6 +61,29 @@ def session_members(sessions: Collection[int]) -> list[int]:
         stat = _stat(pid)
         if stat is not None and stat[2] in sessions and stat[0] != "Z":
             found.append(pid)
+    return found
+
+
+def has_work_horse(worker_pid: int) -> bool:
+    """True while an RQ worker has a live work-horse: a child leading its own process group.
+
+    (RQ's horse calls `setpgrp()`; the worker's scheduler child stays in the worker's group.)
+    """
+    for pid in _pids():
+        stat = _stat(pid)
+        if stat is not None and stat[1] == worker_pid and stat[3] == pid and stat[0] != "Z":
+            return True
+    return False
+
+
+def child_sessions() -> set[int]:
+    """Sessions led by our direct children: also those started a moment before we could record them."""
+    me = os.getpid()
+    found = set()
+    for pid in _pids():
+        stat = _stat(pid)
+        if stat is not None and stat[1] == me and stat[2] == pid:
+            found.add(pid)
     return found
 
 

@@ -47,8 +47,13 @@ class StepQueue:
         direction: str,
         attempt: int,
         delay: float = 0.0,
+        unschedule: bool = False,
     ) -> str:
-        """Queue one attempt (after `delay` seconds, via RQ's scheduler) and return its job id."""
+        """Queue one attempt (after `delay` seconds, via RQ's scheduler) and return its job id.
+
+        `unschedule` first takes the job out of RQ's scheduled registry, for a retry
+        the reconciler moves to the queue itself.
+        """
         label = step.name if direction == Direction.DO else step.compensation_name
         job_id = keys.job_id(saga_id, step.name, direction, attempt)
         options = {
@@ -62,6 +67,8 @@ class StepQueue:
             "pipeline": pipe,
         }
         func = DO_STEP if direction == Direction.DO else UNDO_STEP
+        if unschedule:
+            pipe.zrem(self.rq.scheduled_job_registry.key, job_id)
         if delay > 0:
             when = datetime.now(UTC) + timedelta(seconds=delay)
             self.rq.enqueue_at(when, func, saga_id, step.name, **options)
@@ -69,14 +76,23 @@ class StepQueue:
             self.rq.enqueue(func, saga_id, step.name, **options)
         return job_id
 
-    def waiting(self, job_id: str) -> bool:
-        """True while the job is queued (really in the queue) or scheduled: it will still run."""
+    def waiting(self, job_id: str, overdue_after: float) -> bool:
+        """True while the job will still run: really in the queue, or scheduled and not overdue.
+
+        A scheduled job more than `overdue_after` seconds past its time counts as
+        lost: the worker holding RQ's scheduler lock may have died, and the next
+        one takes the lock only minutes later.
+        """
         try:
             job = Job.fetch(job_id, connection=self.rq.connection, serializer=JSONSerializer)
         except NoSuchJobError:
             return False
         status = job.get_status(refresh=False)
-        if status in (JobStatus.SCHEDULED, JobStatus.DEFERRED):
-            return True
+        if status == JobStatus.SCHEDULED:
+            try:
+                due = self.rq.scheduled_job_registry.get_scheduled_time(job_id)
+            except NoSuchJobError:
+                return False
+            return (datetime.now(UTC) - due).total_seconds() < overdue_after
         # A job hash can say "queued" after its id left the list (a worker died dequeuing it).
         return status == JobStatus.QUEUED and self.rq.connection.lpos(self.rq.key, job_id) is not None

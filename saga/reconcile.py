@@ -24,6 +24,8 @@ from saga.status import SagaStatus, StepStatus
 
 log = logging.getLogger("saga.reconcile")
 
+LOCK_TTL = 10  # seconds
+
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
@@ -64,8 +66,9 @@ class Reconciler:
     def run(self) -> list[Repair]:
         """Repair every overdue saga (up to `batch`); returns what was done."""
         token = uuid.uuid4().hex
-        lock_ttl = int(self.engine.stall_grace) + 60
-        if not self.engine.redis.set(keys.RECONCILER_LOCK, token, nx=True, ex=lock_ttl):
+        # Short: a pass that dies (its worker killed) must not block the next one for
+        # long. A slow pass overlapping the next is harmless; every repair is fenced.
+        if not self.engine.redis.set(keys.RECONCILER_LOCK, token, nx=True, ex=LOCK_TTL):
             return []  # another pass is running; it covers the same sagas
         try:
             now = self.engine.store.clock()
@@ -96,7 +99,7 @@ class Reconciler:
                 log.warning("attempt presumed lost, failure recorded", extra=extra)
                 return Repair(saga_id, "failed_attempt", job_id)
             return Repair(saga_id, "untouched", f"{job_id} moved meanwhile")
-        if engine.queue.waiting(job_id):
+        if engine.queue.waiting(job_id, overdue_after=engine.stall_grace):
             engine.store.recheck_at(saga_id, engine.store.clock() + engine.stall_grace)
             return Repair(saga_id, "waiting", f"{job_id} is still queued")
         if engine.requeue(saga_id, current, direction, attempt, "its job was lost"):

@@ -129,7 +129,7 @@ class Settlement:
         status = claim.record.status
         self._history(pipe, claim, status, direction, attempt, f"requeued: {reason}", source=status)
         self._touch(pipe, claim, {})
-        self._enqueue(pipe, claim, claim.step, direction, attempt)
+        self._enqueue(pipe, claim, claim.step, direction, attempt, unschedule=True)
 
     # -- internals -----------------------------------------------------------
 
@@ -176,7 +176,14 @@ class Settlement:
         self.store.expire(pipe, claim.saga_id, [s.name for s in claim.saga.steps], self.retention)
 
     def _enqueue(
-        self, pipe: Pipeline, claim: Claim, step: Step, direction: str, attempt: int, delay: float = 0.0
+        self,
+        pipe: Pipeline,
+        claim: Claim,
+        step: Step,
+        direction: str,
+        attempt: int,
+        delay: float = 0.0,
+        unschedule: bool = False,
     ) -> None:
         self.queue.enqueue(
             pipe,
@@ -186,6 +193,7 @@ class Settlement:
             direction=direction,
             attempt=attempt,
             delay=delay,
+            unschedule=unschedule,
         )
 
     def _step_move(

@@ -41,7 +41,7 @@ from saga import entrypoints
 from saga.engine import SagaEngine
 from saga.errors import AttemptFailed
 from saga.outcome import redact
-from saga.worker import die_with_worker
+from saga.worker import MAINTENANCE_EVERY, die_with_worker
 
 HEARTBEAT_EVERY = 5.0  # seconds between worker heartbeats (RQ's worker TTL is minutes)
 
@@ -71,6 +71,7 @@ class ThreadedSagaWorker(Worker):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("serializer", JSONSerializer)
+        kwargs.setdefault("maintenance_interval", MAINTENANCE_EVERY)
         super().__init__(queues or [engine.queue.rq], connection=engine.redis, **kwargs)
         self.engine = engine
         self.concurrency = concurrency

@@ -23,6 +23,9 @@ from saga import entrypoints
 from saga.engine import SagaEngine
 
 _PR_SET_PDEATHSIG = 1
+# RQ's default is 10 minutes. Maintenance is also when a worker takes over RQ's scheduler
+# lock from one that died, and until then no delayed retry is moved to the queue.
+MAINTENANCE_EVERY = 30
 
 
 def die_with_worker(worker: object) -> None:
@@ -65,6 +68,7 @@ class SagaWorker(Worker):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("serializer", JSONSerializer)
+        kwargs.setdefault("maintenance_interval", MAINTENANCE_EVERY)
         kwargs.setdefault("work_horse_killed_handler", entrypoints.on_horse_killed)
         super().__init__(queues or [engine.queue.rq], connection=engine.redis, **kwargs)
         self.engine = engine

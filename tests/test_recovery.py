@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from jobs.providers.sandbox import SandboxLedger
 from jobs.runtime import build_engine
 from launcher.redis_server import EmbeddedRedis
 from saga import SagaEngine, SagaStatus, keys
-from saga.reconcile import Reconciler
+from saga.reconcile import LOCK_TTL, Reconciler
 from saga.redis_checks import RedisMisconfigured, check_redis
 from saga.worker import SimpleSagaWorker
 from tests.conftest import BOOKING, ROOT, process_env
@@ -250,3 +251,31 @@ def test_persistence_off_is_a_warning(tmp_path: Path) -> None:
         assert len(warnings) == 1 and "persistence is off" in warnings[0]
     with EmbeddedRedis(tmp_path / "aof", appendonly=True) as server:
         assert check_redis(Redis.from_url(server.url)) == []
+
+
+def test_retry_stranded_in_rqs_scheduler_is_moved_to_the_queue(
+    make_settings: Any, redis: Redis, client: FlaskClient, drain: Callable[[SagaEngine], None]
+) -> None:
+    engine = build_engine(
+        make_settings(sandbox_faults="charge_card=flaky:1", retry_initial_delay_seconds=30), redis
+    )
+    client.application.extensions["saga_engine"] = engine
+    saga_id = client.post("/book", json=BOOKING).get_json()["id"]
+    drain(engine)
+    retry = f"{saga_id}-charge_card-do-2"
+    registry = engine.queue.rq.scheduled_job_registry
+    assert registry.get_job_ids() == [retry]
+    # The worker holding RQ's scheduler lock died: the retry's time passed long ago, nobody moved it.
+    redis.zadd(registry.key, {retry: time.time() - 3600})
+    overdue(redis, saga_id)
+
+    assert [(r.action, r.detail) for r in Reconciler(engine).run()] == [("requeued", retry)]
+    assert registry.get_job_ids() == []  # taken out, so RQ's scheduler cannot enqueue it a second time
+    drain(engine)
+    assert engine.get(saga_id).status == SagaStatus.COMPLETED
+
+
+def test_a_reconciler_pass_that_died_blocks_the_next_only_briefly(engine: SagaEngine, redis: Redis) -> None:
+    redis.set(keys.RECONCILER_LOCK, "a pass whose worker was killed", ex=LOCK_TTL)
+    assert Reconciler(engine).run() == []
+    assert 0 < redis.ttl(keys.RECONCILER_LOCK) <= 10
