@@ -62,6 +62,6 @@ def book() -> tuple[Response, int, dict[str, str]]:
         started = engine().start(NAME, data, idempotency_key=key, fingerprint=fingerprint)
     except IdempotencyKeyReused as exc:
         raise ApiError(422, "idempotency_key_reused", str(exc), "Idempotency-Key") from None
-    record = engine().get(started.saga_id)
+    record = started.record or engine().get(started.saga_id)
     location = url_for("sagas.show", saga_id=started.saga_id)
     return jsonify(record.as_dict()), 202 if started.created else 200, {"Location": location}

@@ -35,7 +35,7 @@ def install(app: Flask, settings: Settings, redis: Redis) -> Limiter:
         storage_uri=settings.redis_url,
         storage_options={"key_prefix": keys.RATE_LIMITS, "connection_pool": redis.connection_pool},  # type: ignore[dict-item]
         headers_enabled=True,
-        strategy="moving-window",
+        strategy="fixed-window",  # one round trip per limit; moving windows cost several
     )
 
 

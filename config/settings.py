@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     stall_grace_seconds: float = Field(60.0, gt=0, le=86400)
     shutdown_grace_seconds: float = Field(25.0, gt=0, le=3600)
     rq_timeout_grace_seconds: int = Field(15, ge=1, le=3600)
+    job_result_ttl_seconds: int = Field(0, ge=0, le=86400)
     worker_class: Literal["threaded", "forking"] = "threaded"
     worker_concurrency: int = Field(32, ge=1, le=512)
 
@@ -138,7 +139,7 @@ class Settings(BaseSettings):
     @property
     def retention_seconds(self) -> int:
         """SAGA_RETENTION_DAYS in seconds."""
-        return int(self.saga_retention_days * 86400)
+        return max(1, int(self.saga_retention_days * 86400))
 
     @property
     def idempotency_ttl_seconds(self) -> int:

@@ -46,6 +46,7 @@ def build_engine(settings: Settings, redis: Redis | None = None) -> SagaEngine:
         queue_name=settings.queue_name,
         retention=settings.retention_seconds,
         idempotency_ttl=settings.idempotency_ttl_seconds,
+        result_ttl=settings.job_result_ttl_seconds,
         stall_grace=settings.stall_grace_seconds,
         rq_timeout_grace=settings.rq_timeout_grace_seconds,
         checkpoint=CrashPoint(crash, settings.sandbox_ledger.parent) if crash else None,

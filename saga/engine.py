@@ -59,10 +59,12 @@ Checkpoint = Callable[[str, StepContext], None]
 
 @dataclass(frozen=True)
 class Started:
-    """The answer to `SagaEngine.start`: which saga, and whether this call created it."""
+    """The answer to `SagaEngine.start`: which saga, whether this call created it, and
+    (when it did) the record as written."""
 
     saga_id: str
     created: bool
+    record: SagaRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ class SagaEngine:
         queue_name: str = "sagas",
         retention: int = 30 * DAY,
         idempotency_ttl: int = 3 * DAY,
-        result_ttl: int = 3600,
+        result_ttl: int = 0,
         failure_ttl: int = 7 * DAY,
         stall_grace: float = 60.0,
         rq_timeout_grace: int = 15,
@@ -159,12 +161,12 @@ class SagaEngine:
             if idem is not None:
                 pipe.hset(idem, mapping={"saga": saga_id, "fingerprint": fingerprint})
                 pipe.expire(idem, self.idempotency_ttl)
-            self.store.create(pipe, saga_id, saga, data, self.store.clock() + self.stall_grace)
+            record = self.store.create(pipe, saga_id, saga, data, self.store.clock() + self.stall_grace)
             first_step = saga.steps[0]
             self.queue.enqueue(
                 pipe, saga_name=name, saga_id=saga_id, step=first_step, direction=Direction.DO, attempt=1
             )
-            return Started(saga_id, created=True)
+            return Started(saga_id, created=True, record=record)
 
         started = self.store.transact([idem] if idem else [], body)
         if started.created:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar, cast
 
 from redis import Redis, WatchError
 from redis.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from saga import keys
 from saga.definition import Saga
@@ -52,6 +53,11 @@ return #out
 """
 
 
+def _encoded(fields: Mapping[str, Any]) -> Raw:
+    """A hash as Redis would return it."""
+    return {name.encode(): str(value).encode() for name, value in fields.items()}
+
+
 def _pairs(flat: list[bytes]) -> Raw:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
@@ -64,7 +70,6 @@ class SagaStore:
         self.clock = clock
         self.history_limit = history_limit
         self._read_pair = redis.register_script(_READ_PAIR)
-        self._archive = redis.register_script(_ARCHIVE)
 
     def now(self) -> str:
         """The current time in record format."""
@@ -124,9 +129,12 @@ class SagaStore:
         self, pipe: Pipeline, saga_id: str, name: str
     ) -> tuple[Raw, StepRecord | None, dict[str, Any]]:
         """The saga hash, one step record and the input data, inside a transaction, in one round trip."""
-        header, step, data = self._read_pair(
-            keys=[keys.saga(saga_id), keys.step(saga_id, name), keys.data(saga_id)], client=pipe
-        )
+        names = (keys.saga(saga_id), keys.step(saga_id, name), keys.data(saga_id))
+        try:  # EVALSHA straight away: a Script object on a pipeline first asks SCRIPT EXISTS
+            header, step, data = pipe.evalsha(self._read_pair.sha, len(names), *names)
+        except NoScriptError:  # Redis restarted since: load it once more
+            self.redis.script_load(_READ_PAIR)
+            header, step, data = pipe.evalsha(self._read_pair.sha, len(names), *names)
         step_raw = _pairs(step)
         record = StepRecord.from_hash(saga_id, step_raw) if step_raw else None
         return _pairs(header), record, json.loads(data) if data else {}
@@ -135,33 +143,46 @@ class SagaStore:
 
     def create(
         self, pipe: Pipeline, saga_id: str, saga: Saga, data: Mapping[str, Any], check_at: float
-    ) -> None:
-        """Write a new saga in `running` with every step `pending`; see `update_saga` for `check_at`."""
+    ) -> SagaRecord:
+        """Write a new saga in `running` with every step `pending`; see `update_saga` for `check_at`.
+
+        Returns the record as written, so a caller can answer without reading it back.
+        """
         at = self.now()
-        pipe.hset(
-            keys.saga(saga_id),
-            mapping={
-                "name": saga.name,
-                "status": SagaStatus.RUNNING.value,
-                "steps": json.dumps([s.name for s in saga.steps]),
-                "step": saga.steps[0].name,
-                "created_at": at,
-                "updated_at": at,
-            },
-        )
+        header = {
+            "name": saga.name,
+            "status": SagaStatus.RUNNING.value,
+            "steps": json.dumps([s.name for s in saga.steps]),
+            "step": saga.steps[0].name,
+            "created_at": at,
+            "updated_at": at,
+        }
+        steps = [
+            {
+                "name": s.name,
+                "compensation_name": s.compensation_name,
+                "index": i,
+                "status": StepStatus.PENDING.value,
+            }
+            for i, s in enumerate(saga.steps)
+        ]
+        pipe.hset(keys.saga(saga_id), mapping=cast(Any, header))
         pipe.set(keys.data(saga_id), json.dumps(data, separators=(",", ":")))
-        for index, step in enumerate(saga.steps):
-            pipe.hset(
-                keys.step(saga_id, step.name),
-                mapping={
-                    "name": step.name,
-                    "compensation_name": step.compensation_name,
-                    "index": index,
-                    "status": StepStatus.PENDING.value,
-                },
-            )
+        for step in steps:
+            pipe.hset(keys.step(saga_id, str(step["name"])), mapping=cast(Any, step))
         self.record(pipe, saga_id, source="", target=SagaStatus.RUNNING.value, detail="saga started")
         pipe.zadd(keys.ACTIVE, {saga_id: check_at})
+        millis = int(self.clock() * 1000)
+        started = Transition.from_entry(
+            f"{millis}-0".encode(), {b"to": b"running", b"detail": b"saga started"}
+        )
+        return SagaRecord.from_hashes(
+            saga_id,
+            _encoded(header),
+            dict(data),
+            [StepRecord.from_hash(saga_id, _encoded(step)) for step in steps],
+            [started],
+        )
 
     def update_saga(
         self, pipe: Pipeline, saga_id: str, fields: Fields, check_at: float | None = None
@@ -221,7 +242,8 @@ class SagaStore:
     def expire(self, pipe: Pipeline, saga_id: str, step_names: Sequence[str], retention: int) -> None:
         """Archive a finished saga's history, let its keys expire after `retention` seconds,
         and drop it from the index (after the final history entry, in the same MULTI)."""
-        self._archive(keys=[keys.history(saga_id), keys.history_log(saga_id)], args=[retention], client=pipe)
+        # EVAL, not EVALSHA: inside MULTI a missing script would only fail at EXEC.
+        pipe.eval(_ARCHIVE, 2, keys.history(saga_id), keys.history_log(saga_id), retention)
         for key in keys.all_of_saga(saga_id, step_names):
             pipe.expire(key, retention)
         pipe.zrem(keys.ACTIVE, saga_id)

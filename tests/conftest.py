@@ -77,6 +77,7 @@ TEST_SETTINGS: dict[str, Any] = {
     "retry_initial_delay_seconds": 0,
     "step_max_attempts": 3,
     "step_timeout_seconds": 5,
+    "job_result_ttl_seconds": 3600,  # keep finished RQ jobs so tests can look at them
 }
 
 

@@ -20,7 +20,8 @@ def wait_until_finished(engine: SagaEngine, saga_id: str, timeout: float = 30.0)
             raise AssertionError(
                 f"saga {saga_id} still {record.status.value} after {timeout}s: {record.as_dict()}"
             )
-        # Wake as soon as the saga records its next transition.
-        entries = engine.redis.xread({keys.history(saga_id): last_id}, block=int(min(left, 1.0) * 1000))
+        # Wake as soon as the saga records its next transition. The final one deletes the
+        # stream (its history is archived), which a blocked XREAD does not notice: block briefly.
+        entries = engine.redis.xread({keys.history(saga_id): last_id}, block=int(min(left, 0.2) * 1000))
         if entries:
             last_id = entries[0][1][-1][0]
