@@ -6,6 +6,7 @@ the attempt owns its step; the writes and the next enqueue commit together.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from redis.client import Pipeline
@@ -36,10 +37,10 @@ class Settlement:
         """The attempt owns its step from now on."""
         rec, at = claim.record, self.store.now()
         if direction == Direction.DO:
-            self._step_move(pipe, claim, StepStatus.RUNNING, direction, attempt, "attempt started")
             fields: dict[str, str | int] = {"attempts": attempt}
             if attempt == 1:
                 fields["started_at"] = at
+            self._step_move(pipe, claim, StepStatus.RUNNING, direction, attempt, "attempt started", fields)
         else:
             if rec.status != StepStatus.COMPENSATING:
                 self._step_move(
@@ -52,16 +53,17 @@ class Settlement:
             fields = {"compensation_attempts": attempt, "claimed": attempt}
             if attempt == 1:
                 fields["compensation_started_at"] = at
-        self.store.update_step(pipe, claim.saga_id, rec.name, fields)
-        self.store.clear_step_fields(pipe, claim.saga_id, rec.name, "next_attempt_at")
+            self.store.update_step(pipe, claim.saga_id, rec.name, fields)
+        if rec.next_attempt_at is not None:  # the retry it waited for has started
+            self.store.clear_step_fields(pipe, claim.saga_id, rec.name, "next_attempt_at")
         self._touch(pipe, claim, {}, claim.step.timeout + self.queue.timeout_grace)
 
     def success(self, pipe: Pipeline, claim: Claim, direction: str, attempt: int, ref: str | None) -> None:
         """Record the result and enqueue what comes next."""
         name, at = claim.record.name, self.store.now()
         if direction == Direction.DO:
-            self._step_move(pipe, claim, StepStatus.SUCCEEDED, direction, attempt, ref or "")
-            self.store.update_step(pipe, claim.saga_id, name, {"ref": ref or "", "finished_at": at})
+            done = {"ref": ref or "", "finished_at": at}
+            self._step_move(pipe, claim, StepStatus.SUCCEEDED, direction, attempt, ref or "", done)
             following = claim.saga.after(name)
             if following is None:
                 self._finish(pipe, claim, SagaStatus.RUNNING, SagaStatus.COMPLETED, "all steps succeeded")
@@ -69,9 +71,9 @@ class Settlement:
                 self._enqueue(pipe, claim, following, Direction.DO, 1)
                 self._touch(pipe, claim, {"step": following.name})
         else:
-            self._step_move(pipe, claim, StepStatus.COMPENSATED, direction, attempt, ref or "nothing to undo")
             fields = {"compensation_ref": ref or "", "compensation_finished_at": at, "claimed": 0}
-            self.store.update_step(pipe, claim.saga_id, name, fields)
+            detail = ref or "nothing to undo"
+            self._step_move(pipe, claim, StepStatus.COMPENSATED, direction, attempt, detail, fields)
             self._compensate_before(pipe, claim, failed_now=False)
 
     def failure(
@@ -83,10 +85,8 @@ class Settlement:
         if not permanent and not policy.exhausted(attempt):
             self._retry(pipe, claim, direction, attempt, reason, policy.delay_after(attempt))
         elif direction == Direction.DO:
-            self._step_move(pipe, claim, StepStatus.FAILED, direction, attempt, reason)
-            self.store.update_step(
-                pipe, claim.saga_id, name, {"error": reason, "finished_at": self.store.now()}
-            )
+            ended = {"error": reason, "finished_at": self.store.now()}
+            self._step_move(pipe, claim, StepStatus.FAILED, direction, attempt, reason, ended)
             check_saga_move(SagaStatus.RUNNING, SagaStatus.COMPENSATING)
             error = f"{name} failed after {attempt} attempt(s): {reason}"
             self._touch(pipe, claim, {"status": SagaStatus.COMPENSATING.value, "error": error})
@@ -101,13 +101,12 @@ class Settlement:
             # The failed step is compensated too: its effect may have happened anyway.
             self._enqueue(pipe, claim, step, Direction.UNDO, 1)
         else:
-            self._step_move(pipe, claim, StepStatus.COMPENSATION_FAILED, direction, attempt, reason)
             fields = {
                 "compensation_error": reason,
                 "compensation_finished_at": self.store.now(),
                 "claimed": 0,
             }
-            self.store.update_step(pipe, claim.saga_id, name, fields)
+            self._step_move(pipe, claim, StepStatus.COMPENSATION_FAILED, direction, attempt, reason, fields)
             failed = ",".join((*claim.failed_compensations, name))
             self._touch(pipe, claim, {"failed_compensations": failed})
             self._compensate_before(pipe, claim, failed_now=True)
@@ -140,12 +139,12 @@ class Settlement:
         when = iso(self.store.clock() + delay)
         detail = f"retry in {delay:.1f}s: {reason}"
         if direction == Direction.DO:
-            self._step_move(pipe, claim, StepStatus.PENDING, direction, attempt, detail)
             fields: dict[str, str | int] = {"error": reason, "next_attempt_at": when}
+            self._step_move(pipe, claim, StepStatus.PENDING, direction, attempt, detail, fields)
         else:
             self._history(pipe, claim, StepStatus.COMPENSATING, direction, attempt, detail)
             fields = {"compensation_error": reason, "next_attempt_at": when, "claimed": 0}
-        self.store.update_step(pipe, claim.saga_id, name, fields)
+            self.store.update_step(pipe, claim.saga_id, name, fields)
         self._touch(pipe, claim, {}, delay)
         self._enqueue(pipe, claim, claim.step, direction, attempt + 1, delay)
 
@@ -197,10 +196,20 @@ class Settlement:
         )
 
     def _step_move(
-        self, pipe: Pipeline, claim: Claim, target: StepStatus, direction: str, attempt: int, detail: str
+        self,
+        pipe: Pipeline,
+        claim: Claim,
+        target: StepStatus,
+        direction: str,
+        attempt: int,
+        detail: str,
+        fields: Mapping[str, object] | None = None,
     ) -> None:
+        """Move the step (and write `fields` in the same HSET), checked against the table."""
         check_step_move(claim.record.status, target)
-        self.store.update_step(pipe, claim.saga_id, claim.record.name, {"status": target.value})
+        self.store.update_step(
+            pipe, claim.saga_id, claim.record.name, {"status": target.value, **(fields or {})}
+        )
         self._history(pipe, claim, target, direction, attempt, detail, source=claim.record.status)
 
     def _history(

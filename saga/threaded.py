@@ -35,7 +35,7 @@ from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty
-from rq.utils import now
+from rq.utils import now, utcformat
 
 from saga import entrypoints
 from saga.engine import SagaEngine
@@ -253,18 +253,26 @@ class RQBookkeeping:
         self.job.prepare_for_execution(self.worker.name, pipe)
 
     def finished(self, pipe: Pipeline) -> None:
-        """The job is done; its result is kept for its result TTL."""
+        """The job is done: finished registry and status for `result_ttl`, or gone at once with 0.
+
+        Written directly rather than through `Job._handle_success`: saga jobs return
+        nothing, so RQ's per-job result stream (about 4 KB each) holds nothing of
+        use, and its delete path for a zero TTL reads the job back first.
+        """
         job, execution = self.job, self.execution
         job._status = JobStatus.FINISHED
         job.ended_at = now()
         result_ttl = job.get_result_ttl(self.worker.default_result_ttl)
-        started = execution.created_at if execution else job.ended_at
-        job._handle_success(
-            result_ttl, pipe, self.worker.name, execution.id if execution else None, started, job.ended_at
-        )
         if execution is not None:
             execution.delete(job, pipe)
-        job.cleanup(result_ttl, pipeline=pipe)
+        if result_ttl == 0:
+            pipe.delete(job.key, job.dependents_key)
+        else:
+            pipe.hset(
+                job.key, mapping={"status": JobStatus.FINISHED.value, "ended_at": utcformat(job.ended_at)}
+            )
+            job.finished_job_registry.add(job, result_ttl, pipe)
+            job.cleanup(result_ttl, pipeline=pipe)
         self.worker.increment_successful_job_count(pipe)
         self.closed = True
 
