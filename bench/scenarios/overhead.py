@@ -117,10 +117,9 @@ def run(bench: Bench) -> ScenarioResult:
         "workers (BENCH_COUNT_ROUNDTRIPS=1) plus the bench's own client that starts each saga/chain",
     }
     result.notes += sagas.fallbacks
-    if sagas.worker_class != "saga.worker.SimpleSagaWorker":
-        result.notes.append(
-            f"saga side ran {sagas.worker_class}; stock RQ has no threaded worker: chain on SimpleWorker"
-        )
+    result.notes.append(
+        f"both sides on the same worker class: sagas {sagas.worker_class}, chain {chains.worker_class}"
+    )
     if any(failed.values()):
         result.notes.append(f"failed RQ jobs during the run: {failed}")
     return result
