@@ -19,7 +19,7 @@ from twilio.request_validator import RequestValidator
 
 from app import create_app
 from jobs.runtime import build_engine
-from saga import SagaEngine, SagaRecord, SagaStatus
+from saga import SagaRecord, SagaStatus
 from tests.conftest import BOOKING
 from tests.fakes.google_calendar import FakeGoogleCalendar
 from tests.fakes.stripe import FakeStripe
@@ -48,29 +48,12 @@ def live_stripe(httpserver: HTTPServer, fake_stripe: FakeStripe) -> dict[str, An
     }
 
 
-def run(
-    client: FlaskClient,
-    redis: Redis,
-    make_settings: Any,
-    drain: Callable[[SagaEngine], None],
-    **overrides: Any,
-) -> SagaRecord:
-    engine = build_engine(make_settings(**overrides), redis)
-    client.application.extensions["saga_engine"] = engine
-    saga_id = client.post("/book", json=BOOKING).get_json()["id"]
-    drain(engine)
-    return engine.get(saga_id)
-
-
 def test_completed_saga_charges_one_payment_intent(
-    client: FlaskClient,
-    redis: Redis,
-    make_settings: Any,
-    drain: Callable[[SagaEngine], None],
+    run_saga: Callable[..., SagaRecord],
     live_stripe: dict[str, Any],
     fake_stripe: FakeStripe,
 ) -> None:
-    record = run(client, redis, make_settings, drain, **live_stripe)
+    record = run_saga(**live_stripe)
     assert record.status == SagaStatus.COMPLETED
     (intent,) = fake_stripe.intents.values()
     assert intent["status"] == "succeeded" and intent["metadata"] == {"saga_id": record.id}
@@ -78,14 +61,11 @@ def test_completed_saga_charges_one_payment_intent(
 
 
 def test_failure_after_the_charge_refunds_it(
-    client: FlaskClient,
-    redis: Redis,
-    make_settings: Any,
-    drain: Callable[[SagaEngine], None],
+    run_saga: Callable[..., SagaRecord],
     live_stripe: dict[str, Any],
     fake_stripe: FakeStripe,
 ) -> None:
-    record = run(client, redis, make_settings, drain, sandbox_faults="sync_calendar=fail", **live_stripe)
+    record = run_saga(sandbox_faults="sync_calendar=fail", **live_stripe)
     assert record.status == SagaStatus.COMPENSATED
     (refund,) = fake_stripe.refunds.values()
     assert refund["payment_intent"] == record.step("charge_card").ref
@@ -93,23 +73,17 @@ def test_failure_after_the_charge_refunds_it(
 
 
 def test_authorise_then_capture_voids_instead_of_refunding(
-    client: FlaskClient,
+    run_saga: Callable[..., SagaRecord],
     redis: Redis,
-    make_settings: Any,
-    drain: Callable[[SagaEngine], None],
     live_stripe: dict[str, Any],
     fake_stripe: FakeStripe,
 ) -> None:
-    done = run(client, redis, make_settings, drain, stripe_capture_method="manual", **live_stripe)
+    done = run_saga(stripe_capture_method="manual", **live_stripe)
     assert done.status == SagaStatus.COMPLETED and done.steps[-1].name == "capture_payment"
     assert fake_stripe.intents[done.step("charge_card").ref or ""]["status"] == "succeeded"
 
     redis.flushdb()
-    failed = run(
-        client,
-        redis,
-        make_settings,
-        drain,
+    failed = run_saga(
         stripe_capture_method="manual",
         sandbox_faults="sync_calendar=fail",
         **live_stripe,
@@ -205,14 +179,11 @@ def all_live(
 
 
 def test_all_live_providers_complete_a_booking(
-    client: FlaskClient,
-    redis: Redis,
-    make_settings: Any,
-    drain: Callable[[SagaEngine], None],
+    run_saga: Callable[..., SagaRecord],
     all_live: tuple[dict[str, Any], FakeStripe, FakeTwilio, FakeGoogleCalendar],
 ) -> None:
     settings, stripe_fake, twilio, google = all_live
-    record = run(client, redis, make_settings, drain, **settings)
+    record = run_saga(**settings)
     assert record.status == SagaStatus.COMPLETED
     (intent,) = stripe_fake.intents.values()
     assert intent["status"] == "succeeded"
@@ -226,15 +197,12 @@ def test_all_live_providers_complete_a_booking(
 
 
 def test_all_live_providers_compensate_a_calendar_failure(
-    client: FlaskClient,
-    redis: Redis,
-    make_settings: Any,
-    drain: Callable[[SagaEngine], None],
+    run_saga: Callable[..., SagaRecord],
     all_live: tuple[dict[str, Any], FakeStripe, FakeTwilio, FakeGoogleCalendar],
 ) -> None:
     settings, stripe_fake, twilio, google = all_live
     google.fail("insert", 403, "forbidden")  # permanent: the calendar is not shared with us
-    record = run(client, redis, make_settings, drain, **settings)
+    record = run_saga(**settings)
     assert record.status == SagaStatus.COMPENSATED
     assert [m["body"].split(" Ref ")[0].split(",")[0] for m in twilio.messages] == [
         "Your viewing of viewing-42 on Tue 01 Dec 15:00 UTC is booked.",
@@ -244,14 +212,13 @@ def test_all_live_providers_compensate_a_calendar_failure(
 
 
 def test_twilio_status_callback_is_verified_and_recorded(
-    client: FlaskClient,
-    redis: Redis,
+    run_saga: Callable[..., SagaRecord],
     make_settings: Any,
-    drain: Callable[[SagaEngine], None],
+    client: FlaskClient,
     all_live: tuple[dict[str, Any], FakeStripe, FakeTwilio, FakeGoogleCalendar],
 ) -> None:
     settings, _, _, _ = all_live
-    record = run(client, redis, make_settings, drain, **settings)
+    record = run_saga(**settings)
     app = create_app(make_settings(**settings), client.application.extensions["saga_engine"])
     web = app.test_client()
     path = f"/twilio/status?saga_id={record.id}&kind=confirmation"
