@@ -17,7 +17,7 @@ StepState = Literal[
 
 
 class CompensationView(BaseModel):
-    """The undo of one step."""
+    """The undo of one step (and the fields a step shares with it)."""
 
     name: str
     attempts: int
@@ -29,18 +29,10 @@ class CompensationView(BaseModel):
     finished_at: str | None
 
 
-class StepView(BaseModel):
+class StepView(CompensationView):
     """One step: status, attempts, its idempotency key and the provider's id for what it did."""
 
-    name: str
     status: StepState
-    attempts: int
-    idempotency_key: str
-    provider_id: str | None
-    provider_status: str | None
-    error: str | None
-    started_at: str | None
-    finished_at: str | None
     next_attempt_at: str | None
     compensation: CompensationView
 
