@@ -4,8 +4,9 @@ No web framework in here: the API, the workers and the tests all drive the
 same `SagaEngine`.
 """
 
+from saga.attempt import Started
 from saga.definition import Direction, RetryPolicy, Saga, Step, StepContext
-from saga.engine import SagaEngine, Started
+from saga.engine import SagaEngine
 from saga.errors import SagaError, SagaNotFound, StaleAttempt, StepTimedOut
 from saga.records import SagaRecord, StepRecord, Transition
 from saga.status import SagaStatus, StepStatus

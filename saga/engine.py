@@ -13,15 +13,15 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from redis import Redis
 from redis.client import Pipeline
 
 from saga import keys
+from saga.attempt import Checkpoint, Claim, JobBookkeeping, Started
 from saga.deadline import run_with_deadline
-from saga.definition import Direction, Saga, Step, StepContext
+from saga.definition import Direction, Saga, StepContext
 from saga.errors import AttemptFailed, IdempotencyKeyReused, StaleAttempt, UnknownSaga
 from saga.outcome import describe, redact
 from saga.queueing import StepQueue
@@ -33,51 +33,6 @@ from saga.store import SagaStore
 log = logging.getLogger("saga")
 
 DAY = 86400
-
-
-class JobBookkeeping(Protocol):
-    """The queue's own record of a job, written inside the engine's transactions.
-
-    A worker that passes one to `SagaEngine.run` gets the job's started and
-    finished (or failed) marks committed together with the step's claim and
-    result: fewer round trips, and the two records can never disagree.
-    """
-
-    def started(self, pipe: Pipeline) -> None:
-        """Queue the writes that mark the job as running."""
-
-    def finished(self, pipe: Pipeline) -> None:
-        """Queue the writes that mark the job as done."""
-
-    def failed(self, pipe: Pipeline, reason: str) -> None:
-        """Queue the writes that mark the job as failed, with the traceback in `reason`."""
-
-
-Checkpoint = Callable[[str, StepContext], None]
-"""Called at `before_call`, `after_call` and `after_record` of every attempt (crash tests)."""
-
-
-@dataclass(frozen=True)
-class Started:
-    """The answer to `SagaEngine.start`: which saga, whether this call created it, and
-    (when it did) the record as written."""
-
-    saga_id: str
-    created: bool
-    record: SagaRecord | None = None
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What an attempt learns when it takes ownership of its step."""
-
-    saga_id: str
-    saga: Saga
-    step: Step
-    record: StepRecord
-    data: dict[str, Any]
-    saga_error: str | None
-    failed_compensations: tuple[str, ...]
 
 
 class SagaEngine:

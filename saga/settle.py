@@ -17,7 +17,7 @@ from saga.status import SagaStatus, StepStatus, check_saga_move, check_step_move
 from saga.store import SagaStore, iso
 
 if TYPE_CHECKING:
-    from saga.engine import Claim
+    from saga.attempt import Claim
 
 
 class Settlement:
