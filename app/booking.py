@@ -59,7 +59,9 @@ def book() -> tuple[Response, int, dict[str, str]]:
     data = booking.model_dump(mode="json")
     fingerprint = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
     try:
-        started = engine().start(NAME, data, idempotency_key=key, fingerprint=fingerprint)
+        started = engine().start(
+            NAME, data, idempotency_key=key, fingerprint=fingerprint, reference=booking.call_id
+        )
     except IdempotencyKeyReused as exc:
         raise ApiError(422, "idempotency_key_reused", str(exc), "Idempotency-Key") from None
     record = started.record or engine().get(started.saga_id)

@@ -10,6 +10,7 @@ from redis.client import Pipeline
 
 from saga.definition import Saga, Step, StepContext
 from saga.records import SagaRecord, StepRecord
+from saga.status import SagaStatus
 
 
 class JobBookkeeping(Protocol):
@@ -55,3 +56,8 @@ class Claim:
     data: dict[str, Any]
     saga_error: str | None
     failed_compensations: tuple[str, ...]
+    status: SagaStatus = SagaStatus.RUNNING
+    created: float = 0.0  # epoch seconds: the saga's score in the status indexes
+    cancel: str | None = None  # an operator asked to stop it, saying why
+    undo_queue: tuple[str, ...] | None = None  # an operator's retry: the compensations left to redo
+    callback_url: str | None = None

@@ -24,11 +24,12 @@ from saga.deadline import run_with_deadline
 from saga.definition import Direction, Saga, StepContext
 from saga.errors import AttemptFailed, IdempotencyKeyReused, StaleAttempt, UnknownSaga
 from saga.outcome import describe, redact
+from saga.overview import Overview
 from saga.queueing import StepQueue
 from saga.records import SagaRecord, StepRecord
 from saga.settle import Settlement
 from saga.status import SagaStatus, StepStatus
-from saga.store import SagaStore
+from saga.store import SagaStore, epoch
 
 log = logging.getLogger("saga")
 
@@ -65,6 +66,7 @@ class SagaEngine:
         self.checkpoint = checkpoint
         self.monotonic = monotonic
         self.settle = Settlement(self.store, self.queue, retention, stall_grace)
+        self.overview = Overview(redis, self.queue, clock)
 
     def definition(self, name: str) -> Saga:
         """The saga definition called `name`; raises `UnknownSaga`."""
@@ -80,6 +82,8 @@ class SagaEngine:
         *,
         idempotency_key: str | None = None,
         fingerprint: str = "",
+        reference: str | None = None,
+        callback_url: str | None = None,
     ) -> Started:
         """Record a new saga and enqueue its first step, atomically.
 
@@ -93,6 +97,8 @@ class SagaEngine:
             idempotency_key: the client's key; a second start with it returns the first saga.
             fingerprint: a digest of the request; a second start with the same key
                 but another fingerprint is refused.
+            reference: the caller's own id for this run (a call id), searchable later.
+            callback_url: told the outcome, signed, when the saga ends.
 
         Returns:
             The saga id and whether this call created it.
@@ -116,7 +122,16 @@ class SagaEngine:
             if idem is not None:
                 pipe.hset(idem, mapping={"saga": saga_id, "fingerprint": fingerprint})
                 pipe.expire(idem, self.idempotency_ttl)
-            record = self.store.create(pipe, saga_id, saga, data, self.store.clock() + self.stall_grace)
+            record = self.store.create(
+                pipe,
+                saga_id,
+                saga,
+                data,
+                self.store.clock() + self.stall_grace,
+                reference=reference,
+                callback_url=callback_url,
+                reference_ttl=self.settle.retention + DAY,
+            )
             first_step = saga.steps[0]
             self.queue.enqueue(
                 pipe, saga_name=name, saga_id=saga_id, step=first_step, direction=Direction.DO, attempt=1
@@ -173,30 +188,33 @@ class SagaEngine:
         )
         work = step.compensate if undo else step.action
         self._checkpoint("before_call", ctx)
+        began = self.monotonic()
         try:
             ref = run_with_deadline(lambda: work(ctx), step=step.name, timeout=step.timeout)
         except Exception as exc:
             permanent = step.is_permanent(exc)
             trace = redact(traceback.format_exc())
-            self._settle_failure(
+            seconds = self.monotonic() - began
+            reason = describe(exc)
+            self._apply(
                 saga_id,
                 step_name,
                 direction,
                 attempt,
-                describe(exc),
-                permanent,
+                lambda pipe, c: self.settle.failure(pipe, c, direction, attempt, reason, permanent, seconds),
                 (lambda pipe: bookkeeping.failed(pipe, trace)) if bookkeeping else None,
             )
             raise AttemptFailed(
                 saga_id, step.name, attempt, "permanent" if permanent else "retryable"
             ) from exc
+        seconds = self.monotonic() - began
         self._checkpoint("after_call", ctx)
         self._apply(
             saga_id,
             step_name,
             direction,
             attempt,
-            lambda pipe, c: self.settle.success(pipe, c, direction, attempt, ref),
+            lambda pipe, c: self.settle.success(pipe, c, direction, attempt, ref, seconds),
             bookkeeping.finished if bookkeeping else None,
         )
         self._checkpoint("after_record", ctx)
@@ -218,7 +236,13 @@ class SagaEngine:
         report is stale: the attempt no longer owns its step (it finished, or a
         newer attempt took over).
         """
-        return self._settle_failure(saga_id, step_name, direction, attempt, reason, permanent=False)
+        return self._apply(
+            saga_id,
+            step_name,
+            direction,
+            attempt,
+            lambda pipe, c: self.settle.failure(pipe, c, direction, attempt, reason, permanent=False),
+        )
 
     def record_provider_status(
         self, saga_id: str, step_name: str, direction: str, ref: str, status: str
@@ -262,25 +286,6 @@ class SagaEngine:
 
     # -- internals -----------------------------------------------------------
 
-    def _settle_failure(
-        self,
-        saga_id: str,
-        step_name: str,
-        direction: str,
-        attempt: int,
-        reason: str,
-        permanent: bool,
-        also: Callable[[Pipeline], None] | None = None,
-    ) -> bool:
-        return self._apply(
-            saga_id,
-            step_name,
-            direction,
-            attempt,
-            lambda pipe, c: self.settle.failure(pipe, c, direction, attempt, reason, permanent),
-            also,
-        )
-
     def _apply(
         self,
         saga_id: str,
@@ -316,17 +321,24 @@ class SagaEngine:
         saga = self.definition(header[b"name"].decode())
         if record is None:
             raise StaleAttempt(saga_id, step_name, attempt, "the saga has no such step")
-        failed = header.get(b"failed_compensations", b"").decode()
+        status = SagaStatus(header[b"status"].decode())
+        text = {k.decode(): v.decode() for k, v in header.items()}
+        undo_queue = text.get("undo_queue")
         claim = Claim(
             saga_id=saga_id,
             saga=saga,
             step=saga.step(step_name),
             record=record,
             data=data,
-            saga_error=header[b"error"].decode() if header.get(b"error") else None,
-            failed_compensations=tuple(n for n in failed.split(",") if n),
+            saga_error=text.get("cause") or text.get("error") or None,
+            failed_compensations=tuple(n for n in text.get("failed_compensations", "").split(",") if n),
+            status=status,
+            created=epoch(text["created_at"]),
+            cancel=text.get("cancel"),
+            undo_queue=tuple(n for n in undo_queue.split(",") if n) if undo_queue is not None else None,
+            callback_url=text.get("callback_url"),
         )
-        return claim, SagaStatus(header[b"status"].decode())
+        return claim, status
 
     @staticmethod
     def _awaits(rec: StepRecord, status: SagaStatus, direction: str, attempt: int) -> bool:

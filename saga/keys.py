@@ -6,6 +6,11 @@
     sr:saga:{id}:history         stream  every transition, in order, while the saga runs
     sr:saga:{id}:log             string  the same, as JSON, once it finished (streams cost >= 4 KB)
     sr:sagas:active              zset    id -> when it should next have moved (reconciler)
+    sr:sagas:status:{status}     zset    id -> created (epoch s): the sagas in each status
+    sr:sagas:ref:{sha256(ref)}   zset    id -> created: sagas started for one caller reference (call id)
+    sr:stats:finished:{minute}   string  sagas finished in that minute (epoch // 60), for throughput
+    sr:metrics                   hash    counters: sagas per status reached, attempts per outcome
+    sr:metrics:seconds           hash    step duration histogram buckets, sums and counts
     sr:reconciler:lock           string  held by the one reconciler pass running
     sr:idem:{sha256(key)}        hash    client Idempotency-Key -> saga id, request fingerprint
     sr:limits:...                (Flask-Limiter's counters, under this prefix)
@@ -24,6 +29,8 @@ PREFIX = "sr"
 ACTIVE = f"{PREFIX}:sagas:active"
 RECONCILER_LOCK = f"{PREFIX}:reconciler:lock"
 RATE_LIMITS = f"{PREFIX}:limits"
+METRICS = f"{PREFIX}:metrics"
+STEP_SECONDS = f"{PREFIX}:metrics:seconds"
 
 
 def digest(value: str) -> str:
@@ -65,6 +72,21 @@ def all_of_saga(saga_id: str, step_names: Iterable[str]) -> list[str]:
         history_log(saga_id),
         *(step(saga_id, n) for n in step_names),
     ]
+
+
+def by_status(status: str) -> str:
+    """The index of sagas in one status."""
+    return f"{PREFIX}:sagas:status:{status}"
+
+
+def by_reference(reference: str) -> str:
+    """The index of sagas started for one caller reference (the voice agent's call id)."""
+    return f"{PREFIX}:sagas:ref:{digest(reference)}"
+
+
+def finished_in_minute(minute: int) -> str:
+    """How many sagas finished in minute `minute` (epoch seconds // 60)."""
+    return f"{PREFIX}:stats:finished:{minute}"
 
 
 def idempotency(client_key: str) -> str:

@@ -72,6 +72,7 @@ class Reconciler:
             return []  # another pass is running; it covers the same sagas
         try:
             now = self.engine.store.clock()
+            self.engine.overview.prune(now - self.engine.settle.retention)
             return [self.repair(saga_id) for saga_id in self.engine.store.due(now, self.batch)]
         finally:
             self._release(keys=[keys.RECONCILER_LOCK], args=[token])

@@ -7,10 +7,12 @@ the attempt owns its step; the writes and the next enqueue commit together.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from redis.client import Pipeline
 
+from saga import keys
 from saga.definition import Direction, Step
 from saga.queueing import StepQueue
 from saga.status import SagaStatus, StepStatus, check_saga_move, check_step_move
@@ -58,15 +60,24 @@ class Settlement:
             self.store.clear_step_fields(pipe, claim.saga_id, rec.name, "next_attempt_at")
         self._touch(pipe, claim, {}, claim.step.timeout + self.queue.timeout_grace)
 
-    def success(self, pipe: Pipeline, claim: Claim, direction: str, attempt: int, ref: str | None) -> None:
-        """Record the result and enqueue what comes next."""
+    def success(
+        self,
+        pipe: Pipeline,
+        claim: Claim,
+        direction: str,
+        attempt: int,
+        ref: str | None,
+        seconds: float = 0.0,
+    ) -> None:
+        """Record the result (it took `seconds`) and enqueue what comes next."""
         name, at = claim.record.name, self.store.now()
+        self.store.observe(pipe, name, direction, "succeeded", seconds)
         if direction == Direction.DO:
             done = {"ref": ref or "", "finished_at": at}
             self._step_move(pipe, claim, StepStatus.SUCCEEDED, direction, attempt, ref or "", done)
             following = claim.saga.after(name)
             if following is None:
-                self._finish(pipe, claim, SagaStatus.RUNNING, SagaStatus.COMPLETED, "all steps succeeded")
+                self._finish(pipe, claim, SagaStatus.COMPLETED, "all steps succeeded")
             else:
                 self._enqueue(pipe, claim, following, Direction.DO, 1)
                 self._touch(pipe, claim, {"step": following.name})
@@ -77,26 +88,34 @@ class Settlement:
             self._compensate_before(pipe, claim, failed_now=False)
 
     def failure(
-        self, pipe: Pipeline, claim: Claim, direction: str, attempt: int, reason: str, permanent: bool
+        self,
+        pipe: Pipeline,
+        claim: Claim,
+        direction: str,
+        attempt: int,
+        reason: str,
+        permanent: bool,
+        seconds: float | None = None,
     ) -> None:
-        """Schedule a retry with backoff, or give up on the step and move on."""
+        """Schedule a retry with backoff, or give up on the step and move on.
+
+        `seconds` is how long the attempt ran; None when that is unknown (a lost worker).
+        """
         step, name = claim.step, claim.record.name
         policy = step.retry if direction == Direction.DO else step.compensation_retry
-        if not permanent and not policy.exhausted(attempt):
+        retry = not permanent and not policy.exhausted(attempt)
+        if seconds is None:
+            pipe.hincrby(keys.METRICS, f"attempts:lost:{direction}", 1)
+        else:
+            self.store.observe(pipe, name, direction, "retried" if retry else "failed", seconds)
+        if retry:
             self._retry(pipe, claim, direction, attempt, reason, policy.delay_after(attempt))
         elif direction == Direction.DO:
             ended = {"error": reason, "finished_at": self.store.now()}
             self._step_move(pipe, claim, StepStatus.FAILED, direction, attempt, reason, ended)
-            check_saga_move(SagaStatus.RUNNING, SagaStatus.COMPENSATING)
             error = f"{name} failed after {attempt} attempt(s): {reason}"
-            self._touch(pipe, claim, {"status": SagaStatus.COMPENSATING.value, "error": error})
-            self.store.record(
-                pipe,
-                claim.saga_id,
-                source=SagaStatus.RUNNING.value,
-                target=SagaStatus.COMPENSATING.value,
-                step=name,
-                detail=error,
+            self._saga_move(
+                pipe, claim, SagaStatus.COMPENSATING, error, {"error": error, "cause": error}, name
             )
             # The failed step is compensated too: its effect may have happened anyway.
             self._enqueue(pipe, claim, step, Direction.UNDO, 1)
@@ -159,19 +178,41 @@ class Settlement:
         if failed:
             undos = ", ".join(f"{claim.saga.step(n).compensation_name} (undo of {n})" for n in failed)
             reason = f"{claim.saga_error}; {undos} failed: a person must reconcile with the provider"
-            self._finish(pipe, claim, SagaStatus.COMPENSATING, SagaStatus.FAILED, reason)
+            self._finish(pipe, claim, SagaStatus.FAILED, reason)
         else:
-            self._finish(pipe, claim, SagaStatus.COMPENSATING, SagaStatus.COMPENSATED, "every step undone")
+            self._finish(pipe, claim, SagaStatus.COMPENSATED, "every step undone")
 
-    def _finish(
-        self, pipe: Pipeline, claim: Claim, source: SagaStatus, target: SagaStatus, detail: str
-    ) -> None:
-        check_saga_move(source, target)
-        fields = {"status": target.value, "finished_at": self.store.now()}
+    def _saga_move(
+        self,
+        pipe: Pipeline,
+        claim: Claim,
+        target: SagaStatus,
+        detail: str,
+        fields: Mapping[str, str] | None = None,
+        step: str = "",
+        wait: float = 0.0,
+    ) -> Claim:
+        """Move the saga (checked against the table), record and index the move.
+
+        Returns the claim as it stands after the move, for a caller that moves on.
+        """
+        check_saga_move(claim.status, target)
+        changed = {"status": target.value, **(fields or {})}
+        if target.finished:
+            self.store.update_saga(pipe, claim.saga_id, changed)
+        else:
+            self._touch(pipe, claim, changed, wait)
+        self.store.record(
+            pipe, claim.saga_id, source=claim.status.value, target=target.value, step=step, detail=detail
+        )
+        self.store.index(pipe, claim.saga_id, claim.status, target, claim.created)
+        return replace(claim, status=target)
+
+    def _finish(self, pipe: Pipeline, claim: Claim, target: SagaStatus, detail: str) -> None:
+        fields = {"finished_at": self.store.now()}
         if target == SagaStatus.FAILED:
             fields["error"] = detail
-        self.store.update_saga(pipe, claim.saga_id, fields)
-        self.store.record(pipe, claim.saga_id, source=source.value, target=target.value, detail=detail)
+        self._saga_move(pipe, claim, target, detail, fields)
         self.store.expire(pipe, claim.saga_id, [s.name for s in claim.saga.steps], self.retention)
 
     def _enqueue(

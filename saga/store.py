@@ -32,20 +32,32 @@ def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def epoch(stamp: str) -> float:
+    """The inverse of `iso`."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+# Upper bounds (seconds) of the step duration histogram's buckets, as Prometheus would have them.
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
 # Both hashes in one round trip (inside WATCH, where a pipeline cannot batch reads).
 _READ_PAIR = (
     "return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), redis.call('GET', KEYS[3])}"
 )
 
 
-# A finished saga's history never changes again: keep it as one JSON string. A stream
-# preallocates a 4 KB node, more than everything else a finished saga keeps.
+# A finished saga's history changes only by an operator's hand: keep it as one JSON
+# string (appended to, if the saga was reopened). A stream preallocates a 4 KB node,
+# more than everything else a finished saga keeps.
 _ARCHIVE = """
 local out = {}
-for i, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+local earlier = redis.call('GET', KEYS[2])
+if earlier then out = cjson.decode(earlier) end
+for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
   local fields = {}
   for j = 1, #entry[2], 2 do fields[entry[2][j]] = entry[2][j + 1] end
-  out[i] = {entry[1], fields}
+  out[#out + 1] = {entry[1], fields}
 end
 redis.call('SET', KEYS[2], cjson.encode(out), 'EX', ARGV[1])
 redis.call('DEL', KEYS[1])
@@ -109,10 +121,11 @@ class SagaStore:
             pipe.get(keys.data(saga_id))
             *step_hashes, entries, log, data = pipe.execute()
         steps = [StepRecord.from_hash(saga_id, h) for h in step_hashes if h]
-        if log:  # finished: the archived history
-            entries = [
+        if log:  # finished once: the archived history, then what followed an operator's reopening
+            archived = [
                 (i.encode(), {k.encode(): v.encode() for k, v in f.items()}) for i, f in json.loads(log)
             ]
+            entries = archived + entries
         history = [Transition.from_entry(entry_id, fields) for entry_id, fields in entries]
         return SagaRecord.from_hashes(saga_id, raw, json.loads(data) if data else {}, steps, history)
 
@@ -142,13 +155,25 @@ class SagaStore:
     # -- writes (pipeline in MULTI) ----------------------------------------
 
     def create(
-        self, pipe: Pipeline, saga_id: str, saga: Saga, data: Mapping[str, Any], check_at: float
+        self,
+        pipe: Pipeline,
+        saga_id: str,
+        saga: Saga,
+        data: Mapping[str, Any],
+        check_at: float,
+        *,
+        reference: str | None = None,
+        callback_url: str | None = None,
+        reference_ttl: int = 0,
     ) -> SagaRecord:
         """Write a new saga in `running` with every step `pending`; see `update_saga` for `check_at`.
 
+        `reference` is the caller's own id for the run (the voice agent's call id),
+        indexed for search; `callback_url` is told the outcome when the saga ends.
         Returns the record as written, so a caller can answer without reading it back.
         """
-        at = self.now()
+        created = self.clock()
+        at = iso(created)
         header = {
             "name": saga.name,
             "status": SagaStatus.RUNNING.value,
@@ -157,6 +182,13 @@ class SagaStore:
             "created_at": at,
             "updated_at": at,
         }
+        if reference:
+            header["reference"] = reference
+            pipe.zadd(keys.by_reference(reference), {saga_id: created})
+            if reference_ttl:
+                pipe.expire(keys.by_reference(reference), reference_ttl)
+        if callback_url:
+            header["callback_url"] = callback_url
         steps = [
             {
                 "name": s.name,
@@ -172,7 +204,8 @@ class SagaStore:
             pipe.hset(keys.step(saga_id, str(step["name"])), mapping=cast(Any, step))
         self.record(pipe, saga_id, source="", target=SagaStatus.RUNNING.value, detail="saga started")
         pipe.zadd(keys.ACTIVE, {saga_id: check_at})
-        millis = int(self.clock() * 1000)
+        self.index(pipe, saga_id, None, SagaStatus.RUNNING, created)
+        millis = int(created * 1000)
         started = Transition.from_entry(
             f"{millis}-0".encode(), {b"to": b"running", b"detail": b"saga started"}
         )
@@ -195,6 +228,24 @@ class SagaStore:
         pipe.hset(keys.saga(saga_id), mapping=cast(Any, {**fields, "updated_at": self.now()}))
         if check_at is not None:
             pipe.zadd(keys.ACTIVE, {saga_id: check_at}, xx=True)
+
+    @staticmethod
+    def index(
+        pipe: Pipeline, saga_id: str, source: SagaStatus | None, target: SagaStatus, created: float
+    ) -> None:
+        """Move the saga between the status indexes, and count that it reached `target`."""
+        if source is not None:
+            pipe.zrem(keys.by_status(source), saga_id)
+        pipe.zadd(keys.by_status(target), {saga_id: created})
+        pipe.hincrby(keys.METRICS, f"sagas:{target.value}", 1)
+
+    @staticmethod
+    def observe(pipe: Pipeline, step: str, direction: str, outcome: str, seconds: float) -> None:
+        """Count one attempt's duration into the histogram of its step, direction and outcome."""
+        bucket = next((str(b) for b in DURATION_BUCKETS if seconds <= b), "+Inf")
+        series = f"{step}|{direction}|{outcome}"
+        pipe.hincrby(keys.STEP_SECONDS, f"{series}|{bucket}", 1)
+        pipe.hincrbyfloat(keys.STEP_SECONDS, f"{series}|sum", round(seconds, 6))
 
     def recheck_at(self, saga_id: str, check_at: float) -> None:
         """Push back when an unfinished saga is next looked at (its job is queued, not lost)."""
@@ -241,9 +292,19 @@ class SagaStore:
 
     def expire(self, pipe: Pipeline, saga_id: str, step_names: Sequence[str], retention: int) -> None:
         """Archive a finished saga's history, let its keys expire after `retention` seconds,
-        and drop it from the index (after the final history entry, in the same MULTI)."""
+        drop it from the reconciler's index and count it in this minute's throughput
+        (after the final history entry, in the same MULTI)."""
         # EVAL, not EVALSHA: inside MULTI a missing script would only fail at EXEC.
         pipe.eval(_ARCHIVE, 2, keys.history(saga_id), keys.history_log(saga_id), retention)
         for key in keys.all_of_saga(saga_id, step_names):
             pipe.expire(key, retention)
         pipe.zrem(keys.ACTIVE, saga_id)
+        minute = keys.finished_in_minute(int(self.clock() // 60))
+        pipe.incr(minute)
+        pipe.expire(minute, 2 * 3600)
+
+    def reopen(self, pipe: Pipeline, saga_id: str, step_names: Sequence[str], check_at: float) -> None:
+        """Keep a finished saga that an operator set moving again, and watch it like a new one."""
+        for key in keys.all_of_saga(saga_id, step_names):
+            pipe.persist(key)
+        pipe.zadd(keys.ACTIVE, {saga_id: check_at})

@@ -154,7 +154,7 @@ def book(client: FlaskClient) -> Callable[..., str]:
 
     def post(**sections: Any) -> str:
         body = {
-            key: {**value, **sections.get(key, {})} if isinstance(value, dict) else value
+            key: {**value, **sections.get(key, {})} if isinstance(value, dict) else sections.get(key, value)
             for key, value in BOOKING.items()
         }
         response = client.post("/book", json=body)
