@@ -12,6 +12,7 @@ from flask import Blueprint, Response, jsonify
 from pydantic.json_schema import models_json_schema
 
 from app.booking import KEY_PATTERN
+from app.controls import CancelRequest, SignalRequest
 from app.models import BookingRequest
 from app.views import ErrorBody, SagaView
 
@@ -42,9 +43,20 @@ def _header(name: str, description: str, pattern: str | None = None) -> dict[str
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the public API."""
     _, schemas = models_json_schema(
-        [(BookingRequest, "validation"), (SagaView, "serialization"), (ErrorBody, "serialization")],
+        [
+            (BookingRequest, "validation"),
+            (SignalRequest, "validation"),
+            (CancelRequest, "validation"),
+            (SagaView, "serialization"),
+            (ErrorBody, "serialization"),
+        ],
         ref_template=_REF,
     )
+    signed = [
+        _header("webhook-timestamp", "Standard Webhooks timestamp (seconds); within 5 minutes"),
+        _header("webhook-signature", "v1,<base64 HMAC-SHA256 of id.timestamp.body>, space-separated"),
+    ]
+    saga_id = {"name": "saga_id", "in": "path", "required": True, "schema": {"type": "string"}}
     book = {
         "summary": "Book a property viewing (starts a booking saga)",
         "operationId": "book",
@@ -57,8 +69,7 @@ def document() -> dict[str, Any]:
                 "Standard Webhooks message id; the idempotency key when none is given",
                 KEY_PATTERN,
             ),
-            _header("webhook-timestamp", "Standard Webhooks timestamp (seconds); within 5 minutes"),
-            _header("webhook-signature", "v1,<base64 HMAC-SHA256 of id.timestamp.body>, space-separated"),
+            *signed,
         ],
         "requestBody": {
             "required": True,
@@ -84,13 +95,59 @@ def document() -> dict[str, Any]:
     show = {
         "summary": "Where a saga stands: steps, attempts, provider ids, history",
         "operationId": "getSaga",
-        "parameters": [{"name": "saga_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "parameters": [saga_id],
         "responses": {"200": _saga("The saga"), "404": _error("Unknown or expired saga")},
+    }
+    signal = {
+        "summary": "Approve or reject the gate a waiting saga is parked at",
+        "operationId": "signalSaga",
+        "parameters": [
+            saga_id,
+            {"name": "signal", "in": "path", "required": True, "schema": {"type": "string"}},
+            _header("webhook-id", "Standard Webhooks message id"),
+            *signed,
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": _REF.format(model="SignalRequest")}}},
+        },
+        "responses": {
+            "200": _saga("Applied (or the same answer was applied before)"),
+            "400": _error("Unreadable JSON"),
+            "401": _error("Missing, invalid or expired webhook signature"),
+            "404": _error("Unknown saga, or no gate waits for this signal"),
+            "409": _error("The gate is not waiting (answered, timed out or cancelled)"),
+            "415": _error("Not application/json"),
+            "422": _error("Invalid decision or note"),
+        },
+    }
+    cancel = {
+        "summary": "Stop a running or waiting saga at the next step boundary and compensate",
+        "operationId": "cancelSaga",
+        "parameters": [saga_id, _header("webhook-id", "Standard Webhooks message id"), *signed],
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": {"$ref": _REF.format(model="CancelRequest")}}},
+        },
+        "responses": {
+            "202": _saga("Cancelled, or cancel requested of the running step; compensation follows"),
+            "400": _error("Unreadable JSON"),
+            "401": _error("Missing, invalid or expired webhook signature"),
+            "404": _error("Unknown or expired saga"),
+            "409": _error("The saga is already compensating or finished"),
+            "415": _error("Not application/json"),
+            "422": _error("Invalid note"),
+        },
     }
     return {
         "openapi": "3.1.0",
         "info": {"title": "Saga Relay", "version": "1.0.0"},
-        "paths": {"/book": {"post": book}, "/sagas/{saga_id}": {"get": show}},
+        "paths": {
+            "/book": {"post": book},
+            "/sagas/{saga_id}": {"get": show},
+            "/sagas/{saga_id}/signals/{signal}": {"post": signal},
+            "/sagas/{saga_id}/cancel": {"post": cancel},
+        },
         "components": {"schemas": schemas["$defs"]},
     }
 

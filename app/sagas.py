@@ -15,11 +15,16 @@ bp = Blueprint("sagas", __name__)
 _ID = re.compile(r"^[0-9a-f]{32}$")
 
 
+def known_id(saga_id: str) -> None:
+    """404 for anything that cannot be a saga id, before it reaches Redis."""
+    if not _ID.match(saga_id):
+        raise ApiError(404, "saga_not_found", f"no saga {saga_id!r}", "id")
+
+
 @bp.get("/sagas/<saga_id>")
 def show(saga_id: str) -> Response:
     """The saga's status, steps and history; 404 JSON when unknown or expired."""
-    if not _ID.match(saga_id):
-        raise ApiError(404, "saga_not_found", f"no saga {saga_id!r}", "id")
+    known_id(saga_id)
     try:
         return jsonify(engine().get(saga_id).as_dict())
     except SagaNotFound as exc:

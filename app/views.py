@@ -10,9 +10,17 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-SagaState = Literal["running", "compensating", "completed", "compensated", "failed"]
+SagaState = Literal["running", "waiting", "compensating", "completed", "compensated", "failed", "resolved"]
 StepState = Literal[
-    "pending", "running", "succeeded", "failed", "compensating", "compensated", "compensation_failed"
+    "pending",
+    "running",
+    "waiting",
+    "skipped",
+    "succeeded",
+    "failed",
+    "compensating",
+    "compensated",
+    "compensation_failed",
 ]
 
 
@@ -29,11 +37,20 @@ class CompensationView(BaseModel):
     finished_at: str | None
 
 
+class GateView(BaseModel):
+    """A step that waits for a person's signal instead of acting."""
+
+    signal: str
+    decide_by: str | None
+    decision: Literal["approved", "rejected"] | None
+
+
 class StepView(CompensationView):
     """One step: status, attempts, its idempotency key and the provider's id for what it did."""
 
     status: StepState
     next_attempt_at: str | None
+    gate: GateView | None
     compensation: CompensationView
 
 
@@ -59,6 +76,9 @@ class SagaView(BaseModel):
     status: SagaState
     error: str | None
     current_step: str | None
+    reference: str | None
+    cancel_requested: str | None
+    resolution: str | None
     created_at: str
     updated_at: str
     finished_at: str | None

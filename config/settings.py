@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     job_result_ttl_seconds: int = Field(0, ge=0, le=86400)
     worker_class: Literal["threaded", "forking"] = "threaded"
     worker_concurrency: int = Field(32, ge=1, le=512)
+    # Bookings charging more than this (in the currency's smallest unit) wait for a person's
+    # approval before the charge; unset, none wait.
+    approval_above_amount: int | None = Field(None, ge=0)
+    approval_timeout_seconds: float = Field(3600.0, gt=0, le=7 * 86400)
 
     webhook_secret: SecretStr | None = None
     rate_limit_per_caller: str = Field("120/minute", pattern=_RATE)

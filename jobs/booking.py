@@ -17,7 +17,7 @@ from jobs.faults import FaultPlan
 from jobs.providers.base import Calendar, ChargeRequest, Messaging, Payments
 from jobs.providers.errors import PermanentProviderError
 from jobs.slots import SlotStore, SlotTaken
-from saga import RetryPolicy, Saga, Step, StepContext
+from saga import Approval, RetryPolicy, Saga, Step, StepContext
 
 NAME = "booking"
 PERMANENT = (PermanentProviderError, SlotTaken)
@@ -179,11 +179,15 @@ def booking_saga(
     timeout: float = 30.0,
     retry: RetryPolicy | None = None,
     capture_last: bool = False,
+    approval_above: int | None = None,
+    approval_timeout: float = 3600.0,
 ) -> Saga:
     """The booking saga with its services bound; one timeout and retry policy for every step.
 
     With `capture_last` the card is only authorised by charge_card and captured by a
     last step, so a failure anywhere before voids the authorisation instead of refunding.
+    With `approval_above`, a booking charging more than that waits at an `approval` gate
+    after its slot is held and before the card is charged; a rejection releases the slot.
     """
     steps = BookingSteps(services)
     policy = retry or RetryPolicy()
@@ -200,8 +204,20 @@ def booking_saga(
             permanent=PERMANENT,
         )
 
-    chain = [
-        step("book_slot", steps.book_slot, "release_slot", steps.release_slot),
+    chain = [step("book_slot", steps.book_slot, "release_slot", steps.release_slot)]
+    if approval_above is not None:
+        threshold = approval_above
+        chain.append(
+            Step.gate(
+                "approval",
+                Approval(
+                    "approval",
+                    timeout=approval_timeout,
+                    needed=lambda data: int(data["payment"]["amount"]) > threshold,
+                ),
+            )
+        )
+    chain += [
         step("charge_card", steps.charge_card, "refund_card", steps.refund_card),
         step("send_sms", steps.send_sms, "send_apology", steps.send_apology),
         step("sync_calendar", steps.sync_calendar, "delete_event", steps.delete_event),

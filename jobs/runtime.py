@@ -38,6 +38,8 @@ def build_engine(settings: Settings, redis: Redis | None = None) -> SagaEngine:
         timeout=settings.step_timeout_seconds,
         retry=retry,
         capture_last=settings.stripe_mode == "live" and settings.stripe_capture_method == "manual",
+        approval_above=settings.approval_above_amount,
+        approval_timeout=settings.approval_timeout_seconds,
     )
     crash = settings.sandbox_crash_point
     return SagaEngine(

@@ -5,13 +5,14 @@ same `SagaEngine`.
 """
 
 from saga.attempt import Started
-from saga.definition import Direction, RetryPolicy, Saga, Step, StepContext
+from saga.definition import Approval, Direction, RetryPolicy, Saga, Step, StepContext
 from saga.engine import SagaEngine
 from saga.errors import SagaError, SagaNotFound, StaleAttempt, StepTimedOut
 from saga.records import SagaRecord, StepRecord, Transition
 from saga.status import SagaStatus, StepStatus
 
 __all__ = [
+    "Approval",
     "Direction",
     "RetryPolicy",
     "Saga",

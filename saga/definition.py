@@ -83,6 +83,33 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class Approval:
+    """A gate's terms: which signal opens it, how long to wait, and whether a run needs it.
+
+    No answer within `timeout` seconds counts as a rejection. `needed` sees the
+    saga's input data; a run that does not need the gate passes it at once.
+    """
+
+    signal: str = "approval"
+    timeout: float = 3600.0
+    needed: Callable[[Mapping[str, Any]], bool] = field(default=lambda data: True, compare=False)
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.signal):
+            raise InvalidDefinition(f"Approval signal {self.signal!r} must match {_NAME.pattern}")
+        if self.timeout <= 0:
+            raise InvalidDefinition(f"Approval timeout must be > 0, got {self.timeout}")
+
+
+def _never(ctx: StepContext) -> str | None:
+    raise InvalidDefinition(f"step {ctx.step} is a gate: it waits for a signal and runs no action")
+
+
+def _nothing(ctx: StepContext) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
 class Step:
     """One local transaction of a saga and the action that undoes it.
 
@@ -99,6 +126,16 @@ class Step:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     compensation_retry: RetryPolicy = field(default_factory=RetryPolicy)
     permanent: tuple[type[BaseException], ...] = ()
+    approval: Approval | None = None  # set: a gate, waiting for a signal instead of acting
+
+    @classmethod
+    def gate(cls, name: str, approval: Approval) -> Step:
+        """A step that holds the saga until a person approves or rejects it.
+
+        It holds no worker while it waits, and there is nothing to undo: a
+        rejection compensates the steps before it.
+        """
+        return cls(name, _never, _nothing, name, timeout=approval.timeout, approval=approval)
 
     def __post_init__(self) -> None:
         for label, value in (("name", self.name), ("compensation_name", self.compensation_name)):
@@ -128,6 +165,14 @@ class Saga:
         names = [s.name for s in self.steps]
         if len(set(names)) != len(names):
             raise InvalidDefinition(f"Saga {self.name} repeats a step name: {names}")
+        if self.steps[0].approval is not None:
+            raise InvalidDefinition(
+                f"Saga {self.name} starts with gate {self.steps[0].name}: put a gate after the step "
+                "whose effect should wait for approval (a booked slot, say)"
+            )
+        signals = [s.approval.signal for s in self.steps if s.approval is not None]
+        if len(set(signals)) != len(signals):
+            raise InvalidDefinition(f"Saga {self.name} has two gates for one signal: {signals}")
         object.__setattr__(self, "_index", {n: i for i, n in enumerate(names)})
 
     def step(self, name: str) -> Step:
@@ -144,6 +189,15 @@ class Saga:
         return self.steps[i] if i < len(self.steps) else None
 
     def before(self, name: str) -> Step | None:
-        """The step compensated after `name`'s compensation, or None when `name` is the first."""
-        i = self._index[name] - 1
-        return self.steps[i] if i >= 0 else None
+        """The step compensated after `name`'s compensation, or None when `name` is the first.
+
+        Gates are passed over: an approval has nothing to undo.
+        """
+        for i in range(self._index[name] - 1, -1, -1):
+            if self.steps[i].approval is None:
+                return self.steps[i]
+        return None
+
+    def gate(self, signal: str) -> Step | None:
+        """The gate that `signal` opens, or None."""
+        return next((s for s in self.steps if s.approval and s.approval.signal == signal), None)

@@ -20,6 +20,7 @@ from redis.client import Pipeline
 
 from saga import keys
 from saga.attempt import Checkpoint, Claim, JobBookkeeping, Started
+from saga.control import Controls
 from saga.deadline import run_with_deadline
 from saga.definition import Direction, Saga, StepContext
 from saga.errors import AttemptFailed, IdempotencyKeyReused, StaleAttempt, UnknownSaga
@@ -67,6 +68,7 @@ class SagaEngine:
         self.monotonic = monotonic
         self.settle = Settlement(self.store, self.queue, retention, stall_grace)
         self.overview = Overview(redis, self.queue, clock)
+        self.controls = Controls(self.store, self.settle, self._read, self.definition)
 
     def definition(self, name: str) -> Saga:
         """The saga definition called `name`; raises `UnknownSaga`."""
@@ -171,6 +173,8 @@ class SagaEngine:
         except StaleAttempt as stale:
             log.warning("%s", stale, extra={"saga_id": saga_id, "step": step_name, "attempt": attempt})
             return
+        if claim is None:  # a gate's wait ran out: settled as a rejection, nothing to run
+            return
         step = claim.step
         undo = direction == Direction.UNDO
         ctx = StepContext(
@@ -267,6 +271,22 @@ class SagaEngine:
         except (StaleAttempt, KeyError):  # no such saga or step
             return False
 
+    def signal(self, saga_id: str, signal: str, approve: bool, note: str = "") -> bool:
+        """Answer the gate waiting for `signal`; see `Controls.signal`."""
+        return self.controls.signal(saga_id, signal, approve, note)
+
+    def cancel(self, saga_id: str, note: str) -> None:
+        """Stop the saga at the next step boundary and compensate; see `Controls.cancel`."""
+        self.controls.cancel(saga_id, note)
+
+    def retry(self, saga_id: str, note: str) -> list[str]:
+        """Redo a failed saga's failed compensations; see `Controls.retry`."""
+        return self.controls.retry(saga_id, note)
+
+    def resolve(self, saga_id: str, note: str) -> None:
+        """Close a failed saga settled by hand; see `Controls.resolve`."""
+        self.controls.resolve(saga_id, note)
+
     def requeue(self, saga_id: str, step_name: str, direction: str, attempt: int, reason: str) -> bool:
         """Enqueue again an attempt whose job was lost, with the same job id and keys.
 
@@ -342,7 +362,10 @@ class SagaEngine:
 
     @staticmethod
     def _awaits(rec: StepRecord, status: SagaStatus, direction: str, attempt: int) -> bool:
-        """True when the step waits for attempt `attempt` in `direction` to start."""
+        """True when the step waits for attempt `attempt` in `direction` to start
+        (for a waiting gate: its timeout job)."""
+        if status == SagaStatus.WAITING:
+            return direction == Direction.DO and rec.status == StepStatus.WAITING and attempt == 1
         if direction == Direction.DO:
             return (
                 status == SagaStatus.RUNNING
@@ -365,12 +388,19 @@ class SagaEngine:
         direction: str,
         attempt: int,
         bookkeeping: JobBookkeeping | None = None,
-    ) -> Claim:
+    ) -> Claim | None:
+        """Take the step for this attempt; for a gate, whose one job is its timeout, reject it."""
         claim, status = self._read(pipe, saga_id, step_name, attempt)
         if not self._awaits(claim.record, status, direction, attempt):
             reason = f"step is {claim.record.status.value}, saga {status.value}"
             raise StaleAttempt(saga_id, step_name, attempt, reason)
         pipe.multi()
+        if claim.step.approval is not None:
+            approval = claim.step.approval
+            self.settle.decided(pipe, claim, False, f"no {approval.signal} within {approval.timeout:g}s")
+            if bookkeeping is not None:
+                bookkeeping.finished(pipe)
+            return None
         self.settle.claimed(pipe, claim, direction, attempt)
         if bookkeeping is not None:
             bookkeeping.started(pipe)

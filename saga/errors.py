@@ -91,3 +91,22 @@ class EngineNotBound(SagaError):
             "no SagaEngine is bound to this worker: run saga jobs with saga.worker.SagaWorker "
             "(python worker.py), not a plain `rq worker`"
         )
+
+
+class UnknownSignal(SagaError):
+    """No gate of this saga waits for a signal by that name."""
+
+    def __init__(self, saga_id: str, signal: str, known: list[str]) -> None:
+        hint = f"its gates wait for {', '.join(known)}" if known else "it has no gates"
+        super().__init__(f"saga {saga_id} has no gate for signal {signal!r}: {hint}")
+        self.saga_id = saga_id
+        self.signal = signal
+
+
+class ActionRefused(SagaError):
+    """An operator's action (signal, cancel, retry, resolve) does not apply to the saga as it stands."""
+
+    def __init__(self, saga_id: str, action: str, reason: str) -> None:
+        super().__init__(f"cannot {action} saga {saga_id}: {reason}")
+        self.saga_id = saga_id
+        self.action = action

@@ -6,8 +6,10 @@ rq-dashboard; the attempt number (the fencing token) travels in `job.meta`.
 
 from __future__ import annotations
 
+import calendar
 import math
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
@@ -56,7 +58,7 @@ class StepQueue:
         """
         label = step.name if direction == Direction.DO else step.compensation_name
         job_id = keys.job_id(saga_id, step.name, direction, attempt)
-        options = {
+        options: dict[str, Any] = {
             "job_id": job_id,
             "description": f"{saga_name}.{label} saga={saga_id} attempt={attempt}",
             "job_timeout": math.ceil(step.timeout) + self.timeout_grace,
@@ -70,11 +72,38 @@ class StepQueue:
         if unschedule:
             pipe.zrem(self.rq.scheduled_job_registry.key, job_id)
         if delay > 0:
-            when = datetime.now(UTC) + timedelta(seconds=delay)
-            self.rq.enqueue_at(when, func, saga_id, step.name, **options)
+            self._schedule(pipe, func, saga_id, step.name, delay, options)
         else:
             self.rq.enqueue(func, saga_id, step.name, **options)
         return job_id
+
+    def _schedule(
+        self, pipe: Pipeline, func: str, saga_id: str, step: str, delay: float, options: dict[str, Any]
+    ) -> None:
+        """`Queue.enqueue_at`, with every write in `pipe`.
+
+        RQ 2.12's `ScheduledJobRegistry.schedule` ignores the pipeline it is given and
+        adds the job to the registry at once, outside the caller's transaction: a
+        transaction retried after a WATCH conflict, or one that also unschedules the
+        same id, would leave the registry wrong.
+        """
+        job = self.rq.create_job(
+            func,
+            args=(saga_id, step),
+            status=JobStatus.SCHEDULED,
+            timeout=options["job_timeout"],
+            result_ttl=options["result_ttl"],
+            failure_ttl=options["failure_ttl"],
+            description=options["description"],
+            job_id=options["job_id"],
+            meta=options["meta"],
+            on_failure=options["on_failure"],
+        )
+        pipe.sadd(self.rq.redis_queues_keys, self.rq.key)
+        job.set_status(JobStatus.SCHEDULED, pipeline=pipe)
+        job.save(pipeline=pipe)
+        due = datetime.now(UTC) + timedelta(seconds=delay)
+        pipe.zadd(self.rq.scheduled_job_registry.key, {job.id: calendar.timegm(due.utctimetuple())})
 
     def waiting(self, job_id: str, overdue_after: float) -> bool:
         """True while the job will still run: really in the queue, or scheduled and not overdue.

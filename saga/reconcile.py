@@ -40,7 +40,10 @@ class Repair:
 
 def _expected(rec: StepRecord, status: SagaStatus) -> tuple[str, int, bool] | None:
     """(direction, attempt, running) of the attempt the step is waiting for or running."""
-    if status == SagaStatus.RUNNING:
+    if status == SagaStatus.WAITING:
+        if rec.status == StepStatus.WAITING:
+            return Direction.DO, 1, False  # the gate's timeout job
+    elif status == SagaStatus.RUNNING:
         if rec.status == StepStatus.PENDING:
             return Direction.DO, rec.attempts + 1, False
         if rec.status == StepStatus.RUNNING:

@@ -44,6 +44,9 @@ class StepRecord:
     compensation_finished_at: str | None
     provider_status: str | None = None  # what the provider later reported (e.g. SMS delivered)
     compensation_provider_status: str | None = None
+    waiting_for: str | None = None  # a gate: the signal it waits for
+    decide_by: str | None = None  # a gate: when no answer counts as a rejection
+    decision: str | None = None  # a gate: approved | rejected
 
     @classmethod
     def from_hash(cls, saga_id: str, raw: dict[bytes, bytes]) -> StepRecord:
@@ -70,6 +73,9 @@ class StepRecord:
             compensation_finished_at=_text(raw, "compensation_finished_at"),
             provider_status=_text(raw, "provider_status"),
             compensation_provider_status=_text(raw, "compensation_provider_status"),
+            waiting_for=_text(raw, "waiting_for"),
+            decide_by=_text(raw, "decide_by"),
+            decision=_text(raw, "decision"),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -85,6 +91,11 @@ class StepRecord:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "next_attempt_at": self.next_attempt_at,
+            "gate": (
+                {"signal": self.waiting_for, "decide_by": self.decide_by, "decision": self.decision}
+                if self.waiting_for
+                else None
+            ),
             "compensation": {
                 "name": self.compensation_name,
                 "attempts": self.compensation_attempts,
@@ -157,6 +168,9 @@ class SagaRecord:
     finished_at: str | None
     error: str | None
     current_step: str | None = None
+    reference: str | None = None  # the caller's id for the run (a call id)
+    cancel_requested: str | None = None  # an operator's note, until the cancel is carried out
+    resolution: str | None = None  # an operator's note on how a failed saga was settled
     steps: list[StepRecord] = field(default_factory=list)
     history: list[Transition] = field(default_factory=list)
 
@@ -180,6 +194,9 @@ class SagaRecord:
             finished_at=_text(raw, "finished_at"),
             error=_text(raw, "error"),
             current_step=_text(raw, "step"),
+            reference=_text(raw, "reference"),
+            cancel_requested=_text(raw, "cancel"),
+            resolution=_text(raw, "resolution"),
             steps=steps,
             history=history,
         )
@@ -199,6 +216,9 @@ class SagaRecord:
             "status": self.status.value,
             "error": self.error,
             "current_step": self.current_step,
+            "reference": self.reference,
+            "cancel_requested": self.cancel_requested,
+            "resolution": self.resolution,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "finished_at": self.finished_at,

@@ -262,6 +262,11 @@ class SagaStore:
         pipe.hset(keys.step(saga_id, name), mapping=cast(Any, fields))
 
     @staticmethod
+    def clear_saga_fields(pipe: Pipeline, saga_id: str, *fields: str) -> None:
+        """Remove saga fields that no longer apply (an operator's request once it is carried out)."""
+        pipe.hdel(keys.saga(saga_id), *fields)
+
+    @staticmethod
     def clear_step_fields(pipe: Pipeline, saga_id: str, name: str, *fields: str) -> None:
         """Remove fields that no longer apply (a retry time once the retry started)."""
         pipe.hdel(keys.step(saga_id, name), *fields)
@@ -290,18 +295,21 @@ class SagaStore:
         entry = {"to": target, **{name: value for name, value in fields.items() if value}}
         pipe.xadd(keys.history(saga_id), cast(Any, entry), maxlen=self.history_limit, approximate=True)
 
-    def expire(self, pipe: Pipeline, saga_id: str, step_names: Sequence[str], retention: int) -> None:
+    def expire(
+        self, pipe: Pipeline, saga_id: str, step_names: Sequence[str], retention: int, count: bool = True
+    ) -> None:
         """Archive a finished saga's history, let its keys expire after `retention` seconds,
-        drop it from the reconciler's index and count it in this minute's throughput
-        (after the final history entry, in the same MULTI)."""
+        drop it from the reconciler's index and (with `count`) count it in this minute's
+        throughput (after the final history entry, in the same MULTI)."""
         # EVAL, not EVALSHA: inside MULTI a missing script would only fail at EXEC.
         pipe.eval(_ARCHIVE, 2, keys.history(saga_id), keys.history_log(saga_id), retention)
         for key in keys.all_of_saga(saga_id, step_names):
             pipe.expire(key, retention)
         pipe.zrem(keys.ACTIVE, saga_id)
-        minute = keys.finished_in_minute(int(self.clock() // 60))
-        pipe.incr(minute)
-        pipe.expire(minute, 2 * 3600)
+        if count:
+            minute = keys.finished_in_minute(int(self.clock() // 60))
+            pipe.incr(minute)
+            pipe.expire(minute, 2 * 3600)
 
     def reopen(self, pipe: Pipeline, saga_id: str, step_names: Sequence[str], check_at: float) -> None:
         """Keep a finished saga that an operator set moving again, and watch it like a new one."""

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from saga import SagaEngine, SagaRecord, keys
 
 
 def wait_until_finished(engine: SagaEngine, saga_id: str, timeout: float = 30.0) -> SagaRecord:
     """Return the saga once it is completed, compensated or failed; AssertionError after `timeout`."""
+    return wait_until(engine, saga_id, lambda record: record.status.finished, timeout)
+
+
+def wait_until(
+    engine: SagaEngine, saga_id: str, done: Callable[[SagaRecord], bool], timeout: float = 30.0
+) -> SagaRecord:
+    """Return the saga once `done(record)` holds; AssertionError after `timeout`."""
     deadline = time.monotonic() + timeout
     last_id = "0-0"
     while True:
         record = engine.get(saga_id)
-        if record.status.finished:
+        if done(record):
             return record
         left = deadline - time.monotonic()
         if left <= 0:
