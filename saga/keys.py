@@ -84,6 +84,10 @@ def by_reference(reference: str) -> str:
     return f"{PREFIX}:sagas:ref:{digest(reference)}"
 
 
+INDEX_PATTERNS = (f"{PREFIX}:sagas:status:*", f"{PREFIX}:sagas:ref:*")
+"""SCAN patterns of the shared indexes a saga has entries in (for measuring them)."""
+
+
 def finished_in_minute(minute: int) -> str:
     """How many sagas finished in minute `minute` (epoch seconds // 60)."""
     return f"{PREFIX}:stats:finished:{minute}"
