@@ -12,13 +12,13 @@ from saga import SagaNotFound
 
 bp = Blueprint("sagas", __name__)
 
-_ID = re.compile(r"^[0-9a-f]{32}$")
+SAGA_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @bp.get("/sagas/<saga_id>")
 def show(saga_id: str) -> Response:
     """The saga's status, steps and history; 404 JSON when unknown or expired."""
-    if not _ID.match(saga_id):
+    if not SAGA_ID.match(saga_id):
         raise ApiError(404, "saga_not_found", f"no saga {saga_id!r}", "id")
     try:
         return jsonify(engine().get(saga_id).as_dict())

@@ -159,6 +159,7 @@ class SagaRecord:
     current_step: str | None = None
     steps: list[StepRecord] = field(default_factory=list)
     history: list[Transition] = field(default_factory=list)
+    reference: str | None = None  # the caller's id for the run (a call id), not personal data
 
     @classmethod
     def from_hashes(
@@ -182,6 +183,7 @@ class SagaRecord:
             current_step=_text(raw, "step"),
             steps=steps,
             history=history,
+            reference=_text(raw, "reference"),
         )
 
     def step(self, name: str) -> StepRecord:
