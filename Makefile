@@ -36,8 +36,25 @@ BENCH_ARGS ?=
 bench: install ## Benchmarks, each figure beside a same-run baseline; writes bench/results/latest.json
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-test: lint ## Install dev deps, lint, type-check, then run the test suite
+test: lint browser ## Install dev deps and the browser, lint, type-check, then run the test suite
 	$(BIN)/python -m pytest
+
+# The operator's page is tested in a real headless Chromium: Debian's packages, installed only
+# when missing (sudo only when not root).
+CHROMIUM := /usr/bin/chromium
+CHROMEDRIVER := /usr/bin/chromedriver
+BROWSER_PACKAGES := chromium chromium-driver
+.PHONY: browser
+browser: ## Install headless Chromium and chromedriver (Debian packages) for the browser tests, if missing
+	@if [ -x $(CHROMIUM) ] && [ -x $(CHROMEDRIVER) ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+		echo "The browser tests need $(CHROMIUM) and $(CHROMEDRIVER), and apt-get is not available:" >&2; \
+		echo "install Chromium and its chromedriver there by hand." >&2; exit 1; fi; \
+	SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	echo "Installing $(BROWSER_PACKAGES) for the browser tests"; \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(BROWSER_PACKAGES) \
+	|| { $$SUDO apt-get update && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(BROWSER_PACKAGES); }
 
 lint: install-dev ## Ruff lint and mypy type-check
 	$(BIN)/ruff check .

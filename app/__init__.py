@@ -7,7 +7,19 @@ import logging
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import booking, cli, controls, dashboard, errors, health, limits, openapi, sagas, twilio_status
+from app import (
+    booking,
+    cli,
+    controls,
+    dashboard,
+    errors,
+    health,
+    limits,
+    openapi,
+    operator,
+    sagas,
+    twilio_status,
+)
 from app.signatures import SignatureCheck
 from config import Settings, load_settings
 from jobs.providers import configured
@@ -40,5 +52,6 @@ def create_app(settings: Settings | None = None, engine: SagaEngine | None = Non
         app.register_blueprint(blueprint)
     limits.limit_view(app, limits.install(app, settings, engine.redis), settings, "booking.book")
     dashboard.mount(app, settings)
+    operator.mount(app, settings)
     app.cli.add_command(cli.saga)
     return app

@@ -32,8 +32,13 @@ class ApiError(Exception):
         return {**body, **self.extra}
 
 
-def validation_error(exc: ValidationError) -> ApiError:
-    """422 naming every bad field by its dotted path, e.g. `slot.start`."""
+def validation_error(
+    exc: ValidationError,
+    status: int = 422,
+    code: str = "validation_error",
+    message: str = "the request body is invalid",
+) -> ApiError:
+    """422 (or `status`) naming every bad field by its dotted path, e.g. `slot.start`."""
     errors = [
         {
             "field": ".".join(str(part) for part in error["loc"]) or "body",
@@ -42,7 +47,7 @@ def validation_error(exc: ValidationError) -> ApiError:
         }
         for error in exc.errors(include_url=False, include_input=False)
     ]
-    return ApiError(422, "validation_error", "the request body is invalid", errors[0]["field"], errors=errors)
+    return ApiError(status, code, message, errors[0]["field"], errors=errors)
 
 
 def register(app: Flask) -> None:

@@ -12,12 +12,12 @@ from saga import SagaNotFound
 
 bp = Blueprint("sagas", __name__)
 
-_ID = re.compile(r"^[0-9a-f]{32}$")
+SAGA_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def known_id(saga_id: str) -> None:
     """404 for anything that cannot be a saga id, before it reaches Redis."""
-    if not _ID.match(saga_id):
+    if not SAGA_ID.match(saga_id):
         raise ApiError(404, "saga_not_found", f"no saga {saga_id!r}", "id")
 
 

@@ -24,6 +24,9 @@ from saga.definition import Direction, Step
 DO_STEP = "saga.entrypoints.do_step"
 UNDO_STEP = "saga.entrypoints.undo_step"
 ON_FAILURE = "saga.entrypoints.on_job_failure"
+# Where the web app's operator page shows a saga (app/operator.py serves it; a test keeps the two
+# in step). It ends every job description, so rq-dashboard leads straight to the saga's timeline.
+OPERATOR_PAGE = "/ops/sagas/{saga_id}"
 
 
 class StepQueue:
@@ -60,7 +63,10 @@ class StepQueue:
         job_id = keys.job_id(saga_id, step.name, direction, attempt)
         options: dict[str, Any] = {
             "job_id": job_id,
-            "description": f"{saga_name}.{label} saga={saga_id} attempt={attempt}",
+            "description": (
+                f"{saga_name}.{label} saga={saga_id} attempt={attempt} "
+                + OPERATOR_PAGE.format(saga_id=saga_id)
+            ),
             "job_timeout": math.ceil(step.timeout) + self.timeout_grace,
             "result_ttl": self.result_ttl,
             "failure_ttl": self.failure_ttl,

@@ -165,7 +165,7 @@ def test_jobs_carry_only_saga_id_and_step_as_json(client: FlaskClient, redis: Re
     job = Job.fetch(f"{saga_id}-book_slot-do-1", connection=redis, serializer=JSONSerializer)
     assert job.args == [saga_id, "book_slot"]
     assert job.kwargs == {}
-    assert job.description == f"booking.book_slot saga={saga_id} attempt=1"
+    assert job.description == f"booking.book_slot saga={saga_id} attempt=1 /ops/sagas/{saga_id}"
     raw = redis.hget(job.key, "data")
     assert raw is not None
     json.loads(zlib.decompress(raw))  # RQ zlib-compresses job data: JSON inside, not pickle
