@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import booking, dashboard, errors, health, limits, openapi, sagas, twilio_status
+from app import booking, dashboard, errors, health, limits, metrics, openapi, sagas, twilio_status
 from app.signatures import SignatureCheck
 from config import Settings, load_settings
 from jobs.providers import configured
@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None, engine: SagaEngine | None = Non
     errors.register(app)
     if settings.twilio_mode == "live":
         app.extensions["saga_twilio"] = configured.messaging(settings, SandboxLedger(settings.sandbox_ledger))
-    for blueprint in (booking.bp, sagas.bp, health.bp, openapi.bp, twilio_status.bp):
+    for blueprint in (booking.bp, sagas.bp, health.bp, metrics.bp, openapi.bp, twilio_status.bp):
         app.register_blueprint(blueprint)
     limits.limit_view(app, limits.install(app, settings, engine.redis), settings, "booking.book")
     dashboard.mount(app, settings)
