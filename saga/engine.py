@@ -23,6 +23,7 @@ from saga.attempt import Checkpoint, Claim, JobBookkeeping, Started
 from saga.deadline import run_with_deadline
 from saga.definition import Direction, Saga, StepContext
 from saga.errors import AttemptFailed, IdempotencyKeyReused, StaleAttempt, UnknownSaga
+from saga.log_context import logged_attempt
 from saga.outcome import describe, redact
 from saga.overview import Overview
 from saga.queueing import StepQueue
@@ -147,6 +148,7 @@ class SagaEngine:
         """The saga with its steps and history; raises `SagaNotFound`."""
         return self.store.load(saga_id)
 
+    @logged_attempt  # every log line of the attempt carries its ids
     def run(
         self,
         saga_id: str,
