@@ -67,7 +67,7 @@ def families(metrics: Metrics) -> Iterator[Metric]:
 
     lost = CounterMetricFamily(
         "saga_attempts_lost",
-        "Attempts whose worker never reported an outcome (recorded by the reconciler).",
+        "Attempts recorded failed with an unknown outcome (killed, handed back, timed out, worker lost).",
         labels=["direction"],
     )
     for direction in DIRECTIONS:
