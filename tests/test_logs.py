@@ -149,14 +149,17 @@ def test_configure_honours_the_level_and_format() -> None:
         logging.captureWarnings(False)
 
 
+@pytest.mark.parametrize("worker_class", ["threaded", "forking"])
 def test_every_line_of_a_real_worker_is_json_and_its_attempt_lines_carry_ids(
     make_settings: Callable[..., Settings],
     redis: Redis,
     client: FlaskClient,
     processes: Callable[..., subprocess.Popen[bytes]],
     tmp_path: Path,
+    worker_class: str,
 ) -> None:
-    settings = make_settings(sandbox_faults="send_sms=flaky:1")  # one failed attempt, then a retry
+    # One failed attempt, then a retry: a failure's line and a retry's carry the ids too.
+    settings = make_settings(sandbox_faults="send_sms=flaky:1", worker_class=worker_class)
     engine = build_engine(settings, redis)
     client.application.extensions["saga_engine"] = engine
     saga_id = client.post("/book", json=BOOKING).get_json()["id"]
