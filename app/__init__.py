@@ -15,6 +15,7 @@ from app import (
     errors,
     health,
     limits,
+    metrics,
     openapi,
     operator,
     sagas,
@@ -48,7 +49,7 @@ def create_app(settings: Settings | None = None, engine: SagaEngine | None = Non
     errors.register(app)
     if settings.twilio_mode == "live":
         app.extensions["saga_twilio"] = configured.messaging(settings, SandboxLedger(settings.sandbox_ledger))
-    for blueprint in (booking.bp, sagas.bp, controls.bp, health.bp, openapi.bp, twilio_status.bp):
+    for blueprint in (booking.bp, sagas.bp, controls.bp, health.bp, metrics.bp, openapi.bp, twilio_status.bp):
         app.register_blueprint(blueprint)
     limits.limit_view(app, limits.install(app, settings, engine.redis), settings, "booking.book")
     dashboard.mount(app, settings)

@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     sandbox_faults: str = ""
     sandbox_crash_point: str = Field("", pattern=r"^([a-z_]+:(before_call|after_call|after_record))?$")
 
+    # Operating: /metrics and the log format.
+    metrics_token: SecretStr | None = None  # unset or empty: /metrics is open (it holds no personal data)
+    log_format: Literal["json", "text"] | None = None  # unset: json when APP_ENV=production, text otherwise
+
     @field_validator("sandbox_faults")
     @classmethod
     def _faults_parse(cls, value: str) -> str:

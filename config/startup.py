@@ -8,7 +8,7 @@ import sys
 from redis import Redis
 from redis.exceptions import RedisError
 
-from config.logs import configure
+from config.logs import configure, default_format
 from config.settings import ConfigError, Settings, load_settings
 from saga.redis_checks import RedisMisconfigured, check_redis
 
@@ -20,7 +20,7 @@ def settings_or_exit() -> Settings:
     except ConfigError as exc:
         print(f"saga-relay: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    configure(settings.log_level)
+    configure(settings.log_level, settings.log_format or default_format(settings.app_env))
     return settings
 
 

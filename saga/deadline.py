@@ -5,10 +5,15 @@ seconds. A step that outlives it is reported as timed out with its outcome
 unknown; the thread is abandoned, and any late result it produces is never
 recorded (the attempt has lost its claim by then). In a forking worker the
 work-horse exits right after the job, which ends such a thread for good.
+
+The thread runs in a copy of the caller's context (a new thread starts with an
+empty one), so what the caller bound, such as the attempt's log fields, holds
+inside the step too.
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -23,10 +28,11 @@ def run_with_deadline(fn: Callable[[], T], *, step: str, timeout: float) -> T:
     outcome: list[T] = []
     failure: list[BaseException] = []
     done = threading.Event()
+    context = contextvars.copy_context()
 
     def target() -> None:
         try:
-            outcome.append(fn())
+            outcome.append(context.run(fn))
         except BaseException as exc:  # handed to the waiting thread, never swallowed
             failure.append(exc)
         finally:

@@ -18,7 +18,7 @@ from typing import Any, cast
 from redis import Redis
 from redis.client import Pipeline
 
-from saga import keys
+from saga import keys, log_context
 from saga.attempt import Checkpoint, Claim, JobBookkeeping, Started
 from saga.control import Controls
 from saga.deadline import run_with_deadline
@@ -165,6 +165,17 @@ class SagaEngine:
         Raises:
             AttemptFailed: the attempt failed and the engine recorded what follows.
         """
+        with log_context.attempt(saga_id, step_name, direction, attempt):  # its ids on every log line
+            self._run(saga_id, step_name, direction, attempt, bookkeeping)
+
+    def _run(
+        self,
+        saga_id: str,
+        step_name: str,
+        direction: str,
+        attempt: int,
+        bookkeeping: JobBookkeeping | None,
+    ) -> None:
         try:
             claim = self.store.transact(
                 [keys.saga(saga_id), keys.step(saga_id, step_name)],
