@@ -32,6 +32,7 @@ from redis.client import Pipeline
 from rq import Queue, Worker
 from rq.exceptions import StopRequested
 from rq.executions import Execution
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty
@@ -251,6 +252,14 @@ class RQBookkeeping:
         ttl = int(self.job.timeout or 180) + 60
         self.execution = Execution.create(self.job, ttl, pipe, worker_name=self.worker.name)
         self.job.prepare_for_execution(self.worker.name, pipe)
+        self._dequeued(pipe)
+
+    def _dequeued(self, pipe: Pipeline) -> None:
+        """Take the job off RQ's intermediate list, where dequeuing parked it, as RQ's own
+        lifecycle does. Left there, it would wait for RQ's periodic cleanup, which
+        fetches every parked job one by one."""
+        queue_key = Queue.redis_queue_namespace_prefix + self.job.origin
+        pipe.lrem(IntermediateQueue.get_intermediate_queue_key(queue_key), 1, self.job.id)
 
     def finished(self, pipe: Pipeline) -> None:
         """The job is done: finished registry and status for `result_ttl`, or gone at once with 0.
@@ -260,6 +269,8 @@ class RQBookkeeping:
         use, and its delete path for a zero TTL reads the job back first.
         """
         job, execution = self.job, self.execution
+        if execution is None:  # never started: a stale attempt, or a gate's timeout
+            self._dequeued(pipe)
         job._status = JobStatus.FINISHED
         job.ended_at = now()
         result_ttl = job.get_result_ttl(self.worker.default_result_ttl)
@@ -279,6 +290,8 @@ class RQBookkeeping:
     def failed(self, pipe: Pipeline, reason: str) -> None:
         """The job failed; it goes to the failed registry with `reason`."""
         job, execution = self.job, self.execution
+        if execution is None:
+            self._dequeued(pipe)
         job._status = JobStatus.FAILED
         job.ended_at = now()
         job.set_status(JobStatus.FAILED, pipeline=pipe)

@@ -28,6 +28,8 @@ def test_bookings_complete_on_the_threaded_worker(engine: SagaEngine, ledger: Sa
     ThreadedSagaWorker(engine, concurrency=4).work(burst=True, logging_level="WARNING")
     assert {engine.get(saga_id).status for saga_id in ids} == {SagaStatus.COMPLETED}
     assert [e["kind"] for e in ledger.entries()].count("charge") == 12
+    # Each job left RQ's intermediate list as it started, not at the next periodic cleanup.
+    assert engine.redis.llen(engine.queue.rq.intermediate_queue_key) == 0
 
 
 def test_steps_run_at_the_same_time_and_show_as_started(redis: Redis) -> None:
