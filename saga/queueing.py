@@ -22,6 +22,10 @@ from saga.definition import Direction, Step
 DO_STEP = "saga.entrypoints.do_step"
 UNDO_STEP = "saga.entrypoints.undo_step"
 ON_FAILURE = "saga.entrypoints.on_job_failure"
+DELIVER_CALLBACK = "saga.entrypoints.deliver_callback"
+# RQ's hard limit on one delivery attempt: well above CALLBACK_TIMEOUT_SECONDS (at most 60),
+# so only a receiver that trickles its answer past the HTTP timeout meets it.
+CALLBACK_JOB_TIMEOUT = 120
 
 
 class StepQueue:
@@ -74,6 +78,29 @@ class StepQueue:
             self.rq.enqueue_at(when, func, saga_id, step.name, **options)
         else:
             self.rq.enqueue(func, saga_id, step.name, **options)
+        return job_id
+
+    def enqueue_callback(self, pipe: Pipeline, saga_id: str, attempt: int, delay: float = 0.0) -> str:
+        """Queue one delivery attempt of the saga's completion callback; return its job id.
+
+        The id is deterministic, so enqueuing the same attempt twice leaves one job.
+        """
+        job_id = keys.callback_job_id(saga_id, attempt)
+        options = {
+            "job_id": job_id,
+            "description": f"callback saga={saga_id} attempt={attempt}",
+            "job_timeout": CALLBACK_JOB_TIMEOUT,
+            "result_ttl": self.result_ttl,
+            "failure_ttl": self.failure_ttl,
+            "meta": {"saga_id": saga_id, "callback_attempt": attempt},
+            "on_failure": Callback(ON_FAILURE),
+            "pipeline": pipe,
+        }
+        if delay > 0:
+            when = datetime.now(UTC) + timedelta(seconds=delay)
+            self.rq.enqueue_at(when, DELIVER_CALLBACK, saga_id, attempt, **options)
+        else:
+            self.rq.enqueue(DELIVER_CALLBACK, saga_id, attempt, **options)
         return job_id
 
     def waiting(self, job_id: str, overdue_after: float) -> bool:

@@ -214,6 +214,8 @@ class Settlement:
             fields["error"] = detail
         self._saga_move(pipe, claim, target, detail, fields)
         self.store.expire(pipe, claim.saga_id, [s.name for s in claim.saga.steps], self.retention)
+        if claim.callback_url:  # in this MULTI: a finished saga always has its callback job
+            self.queue.enqueue_callback(pipe, claim.saga_id, attempt=1)
 
     def _enqueue(
         self,
