@@ -10,8 +10,9 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from pydantic import ValidationError
 
 from app.errors import ApiError, validation_error
-from app.models import BookingRequest
+from app.models import HTTPS_ONLY, BookingRequest
 from app.signatures import SignatureCheck
+from config import Settings
 from jobs.booking import NAME
 from saga import SagaEngine
 from saga.errors import IdempotencyKeyReused
@@ -43,8 +44,9 @@ def _booking() -> BookingRequest:
     body = request.get_json(silent=True)
     if body is None:
         raise ApiError(400, "invalid_json", "the request body is not valid JSON", "body")
+    settings: Settings = current_app.extensions["saga_settings"]
     try:
-        return BookingRequest.model_validate(body)
+        return BookingRequest.model_validate(body, context={HTTPS_ONLY: settings.app_env == "production"})
     except ValidationError as exc:
         raise validation_error(exc) from None
 
@@ -56,11 +58,16 @@ def book() -> tuple[Response, int, dict[str, str]]:
     signatures.verify(request)
     key = _idempotency_key()
     booking = _booking()
-    data = booking.model_dump(mode="json")
+    data = booking.saga_data()
     fingerprint = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
     try:
         started = engine().start(
-            NAME, data, idempotency_key=key, fingerprint=fingerprint, reference=booking.call_id
+            NAME,
+            data,
+            idempotency_key=key,
+            fingerprint=fingerprint,
+            reference=booking.call_id,
+            callback_url=booking.callback_url,
         )
     except IdempotencyKeyReused as exc:
         raise ApiError(422, "idempotency_key_reused", str(exc), "Idempotency-Key") from None

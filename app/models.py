@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 E164 = r"^\+[1-9][0-9]{6,14}$"
+HTTPS_ONLY = "https_only"  # validation context flag: production refuses plain-http callback URLs
+# An absolute http(s) URL in printable ASCII with a host name or IPv4 address, written into the
+# schema too, so that every string the OpenAPI document allows is accepted.
+CALLBACK_URL = (
+    r"^https?://([A-Za-z0-9._~%!$&'()*+,;=:-]+@)?[A-Za-z0-9._~%!$&'()*+,;=-]+(:[0-9]{1,5})?"
+    r"([/?#][\x21-\x7e]*)?$"
+)
 
 
 class Slot(BaseModel):
@@ -56,3 +66,29 @@ class BookingRequest(BaseModel):
     slot: Slot
     customer: Customer
     payment: Payment
+    callback_url: str | None = Field(
+        None,
+        max_length=2000,
+        pattern=CALLBACK_URL,
+        description=(
+            "Absolute http(s) URL told the outcome when the saga ends (a signed Standard Webhooks POST); "
+            "https only in production"
+        ),
+    )
+
+    @field_validator("callback_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:  # the pattern rules these out
+            raise ValueError("must be an absolute http:// or https:// URL")
+        if info.context and info.context.get(HTTPS_ONLY) and parts.scheme != "https":
+            raise ValueError("must be an https:// URL in production: the outcome travels over it")
+        return value
+
+    def saga_data(self) -> dict[str, Any]:
+        """What the saga stores and the fingerprint covers: the JSON form without unset optional fields,
+        so a request without callback_url keeps the fingerprint it always had."""
+        return self.model_dump(mode="json", exclude_none=True)

@@ -165,6 +165,8 @@ def _inline(schema: Any, defs: dict[str, Any]) -> Any:
 def tool() -> dict[str, Any]:
     """The booking request as an LLM tool definition with a self-contained parameter schema."""
     schema = BookingRequest.model_json_schema()
+    # Where the outcome goes is the platform's to set, never the model's to invent.
+    schema["properties"].pop("callback_url", None)
     return {
         "name": "book_viewing",
         "description": (

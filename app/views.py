@@ -68,6 +68,17 @@ class TransitionView(BaseModel):
     model_config = {"populate_by_name": True, "alias_generator": lambda n: "from" if n == "from_" else n}
 
 
+class CallbackView(BaseModel):
+    """Delivery of the completion callback (present only when the booking gave a callback_url)."""
+
+    status: Literal["pending", "sending", "retrying", "delivered", "gave_up"]
+    attempts: int
+    webhook_id: str | None
+    last_error: str | None
+    delivered_at: str | None
+    next_attempt_at: str | None
+
+
 class SagaView(BaseModel):
     """A saga as `GET /sagas/<id>` and `POST /book` answer it."""
 
@@ -84,6 +95,7 @@ class SagaView(BaseModel):
     finished_at: str | None
     steps: list[StepView]
     history: list[TransitionView]
+    callback: CallbackView | None
 
 
 class FieldError(BaseModel):

@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     # Operating: /metrics and the log format.
     metrics_token: SecretStr | None = None  # unset or empty: /metrics is open (it holds no personal data)
     log_format: Literal["json", "text"] | None = None  # unset: json when APP_ENV=production, text otherwise
+    # Completion callbacks (POST to the booking's callback_url when its saga ends).
+    callback_secret: SecretStr | None = None  # whsec_...; WEBHOOK_SECRET signs them when unset
+    callback_max_attempts: int = Field(8, ge=1, le=50)
+    callback_initial_delay_seconds: float = Field(5.0, ge=0, le=3600)
+    callback_max_delay_seconds: float = Field(3600.0, ge=0, le=86400)
+    callback_timeout_seconds: float = Field(10.0, gt=0, le=60)
 
     @field_validator("sandbox_faults")
     @classmethod
@@ -99,7 +105,7 @@ class Settings(BaseSettings):
         FaultPlan.parse(value)  # raises ValueError naming the bad pair
         return value
 
-    @field_validator("webhook_secret")
+    @field_validator("webhook_secret", "callback_secret")
     @classmethod
     def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith("whsec_"):
@@ -133,6 +139,12 @@ class Settings(BaseSettings):
     def provider_timeout(self) -> float:
         """Seconds any one provider call may take: PROVIDER_TIMEOUT_SECONDS, kept inside the step timeout."""
         return min(self.provider_timeout_seconds, self.step_timeout_seconds * 0.8)
+
+    @property
+    def callback_signing_secret(self) -> str | None:
+        """The secret completion callbacks are signed with: CALLBACK_SECRET, else WEBHOOK_SECRET."""
+        secret = self.callback_secret or self.webhook_secret
+        return secret.get_secret_value() if secret else None
 
     @property
     def any_sandbox(self) -> bool:

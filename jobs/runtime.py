@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from redis import Redis
 
 from config import Settings
@@ -11,6 +13,9 @@ from jobs.providers import configured
 from jobs.providers.sandbox import SandboxLedger
 from jobs.slots import SlotStore
 from saga import RetryPolicy, SagaEngine
+from saga.callbacks import CallbackPolicy
+
+log = logging.getLogger("saga")
 
 
 def booking_services(settings: Settings, redis: Redis) -> BookingServices:
@@ -22,6 +27,24 @@ def booking_services(settings: Settings, redis: Redis) -> BookingServices:
         messaging=configured.messaging(settings, ledger),
         calendar=configured.calendar(settings, ledger),
         faults=settings.fault_plan,
+    )
+
+
+def callback_policy(settings: Settings) -> CallbackPolicy:
+    """How completion callbacks are signed and retried; production never sends them unsigned."""
+    secret = settings.callback_signing_secret
+    if secret is None:
+        log.warning("CALLBACK_SECRET and WEBHOOK_SECRET are not set: callbacks go out UNSIGNED")
+    retry = RetryPolicy(
+        max_attempts=settings.callback_max_attempts,
+        initial_delay=settings.callback_initial_delay_seconds,
+        max_delay=settings.callback_max_delay_seconds,
+    )
+    return CallbackPolicy(
+        secret=secret,
+        signed_only=settings.app_env == "production",
+        retry=retry,
+        timeout=settings.callback_timeout_seconds,
     )
 
 
@@ -52,4 +75,5 @@ def build_engine(settings: Settings, redis: Redis | None = None) -> SagaEngine:
         stall_grace=settings.stall_grace_seconds,
         rq_timeout_grace=settings.rq_timeout_grace_seconds,
         checkpoint=CrashPoint(crash, settings.sandbox_ledger.parent) if crash else None,
+        callbacks=callback_policy(settings),
     )

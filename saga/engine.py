@@ -20,6 +20,7 @@ from redis.client import Pipeline
 
 from saga import keys, log_context
 from saga.attempt import Checkpoint, Claim, JobBookkeeping, Started
+from saga.callbacks import CallbackPolicy
 from saga.control import Controls
 from saga.deadline import run_with_deadline
 from saga.definition import Direction, Saga, StepContext
@@ -55,6 +56,7 @@ class SagaEngine:
         checkpoint: Checkpoint | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        callbacks: CallbackPolicy | None = None,
     ) -> None:
         self.redis = redis
         self.sagas = {s.name: s for s in sagas}
@@ -69,6 +71,7 @@ class SagaEngine:
         self.settle = Settlement(self.store, self.queue, retention, stall_grace)
         self.overview = Overview(redis, self.queue, clock)
         self.controls = Controls(self.store, self.settle, self._read, self.definition)
+        self.callbacks = callbacks or CallbackPolicy()  # how completion callbacks are signed and retried
 
     def definition(self, name: str) -> Saga:
         """The saga definition called `name`; raises `UnknownSaga`."""

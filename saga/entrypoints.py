@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rq import get_current_job
 from rq.job import Job
 
+from saga.callbacks import CallbackDelivery
 from saga.definition import Direction
 from saga.errors import AttemptFailed, EngineNotBound
 
@@ -54,8 +55,21 @@ def undo_step(saga_id: str, step: str) -> None:
     current().run(saga_id, step, Direction.UNDO, _attempt())
 
 
+def deliver_callback(saga_id: str, attempt: int) -> str | None:
+    """RQ job: one delivery attempt of a finished saga's completion callback; returns its status."""
+    engine = current()
+    status = CallbackDelivery(engine, engine.callbacks).deliver(saga_id, attempt)
+    return status.value if status else None
+
+
 def _report(job: Job, reason: str) -> None:
     meta: dict[str, Any] = job.meta
+    if {"saga_id", "callback_attempt"} <= meta.keys():  # a delivery attempt died: try the next
+        engine = current()
+        CallbackDelivery(engine, engine.callbacks).abandoned(
+            meta["saga_id"], int(meta["callback_attempt"]), reason
+        )
+        return
     if not {"saga_id", "step", "direction", "attempt"} <= meta.keys():
         return  # not a saga job
     current().report_failure(meta["saga_id"], meta["step"], meta["direction"], int(meta["attempt"]), reason)

@@ -16,6 +16,9 @@
     sr:limits:...                (Flask-Limiter's counters, under this prefix)
     sr:slot:{resource}:{start}   string  a reserved slot -> the saga holding it
 
+The saga hash also carries the delivery record of its completion callback, in
+the fields of `CALLBACK_FIELDS` and no others (saga/callbacks.py writes them).
+
 Client-supplied strings are hashed before they become part of a key, so no
 input can reach into another part of the keyspace.
 """
@@ -31,6 +34,15 @@ RECONCILER_LOCK = f"{PREFIX}:reconciler:lock"
 RATE_LIMITS = f"{PREFIX}:limits"
 METRICS = f"{PREFIX}:metrics"
 STEP_SECONDS = f"{PREFIX}:metrics:seconds"
+# The saga-hash fields a callback delivery may write; it never writes any other.
+CALLBACK_FIELDS = (
+    "callback_id",
+    "callback_status",
+    "callback_attempts",
+    "callback_last_error",
+    "callback_delivered_at",
+    "callback_next_attempt_at",
+)
 
 
 def digest(value: str) -> str:
@@ -116,3 +128,8 @@ def compensation_key(saga_id: str, step_name: str) -> str:
 def job_id(saga_id: str, step_name: str, direction: str, attempt: int) -> str:
     """RQ job id of one attempt; RQ allows only [A-Za-z0-9_-] in ids."""
     return f"{saga_id}-{step_name}-{direction}-{attempt}"
+
+
+def callback_job_id(saga_id: str, attempt: int) -> str:
+    """RQ job id of one delivery attempt of a saga's completion callback."""
+    return f"{saga_id}-callback-{attempt}"

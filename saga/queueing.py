@@ -27,6 +27,10 @@ ON_FAILURE = "saga.entrypoints.on_job_failure"
 # Where the web app's operator page shows a saga (app/operator.py serves it; a test keeps the two
 # in step). It ends every job description, so rq-dashboard leads straight to the saga's timeline.
 OPERATOR_PAGE = "/ops/sagas/{saga_id}"
+DELIVER_CALLBACK = "saga.entrypoints.deliver_callback"
+# RQ's hard limit on one delivery attempt: well above CALLBACK_TIMEOUT_SECONDS (at most 60),
+# so only a receiver that trickles its answer past the HTTP timeout meets it.
+CALLBACK_JOB_TIMEOUT = 120
 
 
 class StepQueue:
@@ -77,25 +81,26 @@ class StepQueue:
         func = DO_STEP if direction == Direction.DO else UNDO_STEP
         if unschedule:
             pipe.zrem(self.rq.scheduled_job_registry.key, job_id)
-        if delay > 0:
-            self._schedule(pipe, func, saga_id, step.name, delay, options)
-        else:
-            self.rq.enqueue(func, saga_id, step.name, **options)
+        self._put(pipe, func, (saga_id, step.name), delay, options)
         return job_id
 
-    def _schedule(
-        self, pipe: Pipeline, func: str, saga_id: str, step: str, delay: float, options: dict[str, Any]
+    def _put(
+        self, pipe: Pipeline, func: str, args: tuple[Any, ...], delay: float, options: dict[str, Any]
     ) -> None:
-        """`Queue.enqueue_at`, with every write in `pipe`.
+        """Enqueue now, or after `delay` seconds (RQ's scheduler moves it then), all inside `pipe`.
 
-        RQ 2.12's `ScheduledJobRegistry.schedule` ignores the pipeline it is given and
+        Delayed jobs are written here rather than with `Queue.enqueue_at`: in
+        RQ 2.12, `ScheduledJobRegistry.schedule` ignores the pipeline it is given and
         adds the job to the registry at once, outside the caller's transaction: a
         transaction retried after a WATCH conflict, or one that also unschedules the
         same id, would leave the registry wrong.
         """
+        if delay <= 0:
+            self.rq.enqueue(func, *args, **options)
+            return
         job = self.rq.create_job(
             func,
-            args=(saga_id, step),
+            args=args,
             status=JobStatus.SCHEDULED,
             timeout=options["job_timeout"],
             result_ttl=options["result_ttl"],
@@ -110,6 +115,25 @@ class StepQueue:
         job.save(pipeline=pipe)
         due = datetime.now(UTC) + timedelta(seconds=delay)
         pipe.zadd(self.rq.scheduled_job_registry.key, {job.id: calendar.timegm(due.utctimetuple())})
+
+    def enqueue_callback(self, pipe: Pipeline, saga_id: str, attempt: int, delay: float = 0.0) -> str:
+        """Queue one delivery attempt of the saga's completion callback; return its job id.
+
+        The id is deterministic, so enqueuing the same attempt twice leaves one job.
+        """
+        job_id = keys.callback_job_id(saga_id, attempt)
+        options: dict[str, Any] = {
+            "job_id": job_id,
+            "description": f"callback saga={saga_id} attempt={attempt}",
+            "job_timeout": CALLBACK_JOB_TIMEOUT,
+            "result_ttl": self.result_ttl,
+            "failure_ttl": self.failure_ttl,
+            "meta": {"saga_id": saga_id, "callback_attempt": attempt},
+            "on_failure": Callback(ON_FAILURE),
+            "pipeline": pipe,
+        }
+        self._put(pipe, DELIVER_CALLBACK, (saga_id, attempt), delay, options)
+        return job_id
 
     def waiting(self, job_id: str, overdue_after: float) -> bool:
         """True while the job will still run: really in the queue, or scheduled and not overdue.

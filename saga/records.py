@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from saga import keys
@@ -109,6 +110,58 @@ class StepRecord:
         }
 
 
+class CallbackStatus(StrEnum):
+    """Where the delivery of a finished saga's completion callback stands."""
+
+    PENDING = "pending"  # the saga ended; its first attempt has not run yet
+    SENDING = "sending"  # an attempt is posting (or its worker died while it did)
+    RETRYING = "retrying"  # the last attempt failed transiently; the next one is scheduled
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    GAVE_UP = "gave_up"  # the receiver refused it for good, or every attempt failed
+
+    @property
+    def settled(self) -> bool:
+        """True when no further attempt will be made."""
+        return self in (CallbackStatus.DELIVERED, CallbackStatus.GAVE_UP)
+
+
+@dataclass(frozen=True)
+class CallbackRecord:
+    """The delivery record of a saga's completion callback, kept in `keys.CALLBACK_FIELDS`."""
+
+    status: CallbackStatus
+    attempts: int
+    webhook_id: str | None
+    last_error: str | None
+    delivered_at: str | None
+    next_attempt_at: str | None
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes]) -> CallbackRecord | None:
+        """Decode the callback fields of a saga hash; None when the saga has no callback_url."""
+        if not raw.get(b"callback_url"):
+            return None
+        return cls(
+            status=CallbackStatus(_text(raw, "callback_status") or CallbackStatus.PENDING.value),
+            attempts=_int(raw, "callback_attempts"),
+            webhook_id=_text(raw, "callback_id"),
+            last_error=_text(raw, "callback_last_error"),
+            delivered_at=_text(raw, "callback_delivered_at"),
+            next_attempt_at=_text(raw, "callback_next_attempt_at"),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready view; the URL is left out (it may carry the receiver's token)."""
+        return {
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "webhook_id": self.webhook_id,
+            "last_error": self.last_error,
+            "delivered_at": self.delivered_at,
+            "next_attempt_at": self.next_attempt_at,
+        }
+
+
 @dataclass(frozen=True)
 class Transition:
     """One entry of a saga's history stream."""
@@ -173,6 +226,8 @@ class SagaRecord:
     resolution: str | None = None  # an operator's note on how a failed saga was settled
     steps: list[StepRecord] = field(default_factory=list)
     history: list[Transition] = field(default_factory=list)
+    callback_url: str | None = None
+    callback: CallbackRecord | None = None
 
     @classmethod
     def from_hashes(
@@ -199,6 +254,8 @@ class SagaRecord:
             resolution=_text(raw, "resolution"),
             steps=steps,
             history=history,
+            callback_url=_text(raw, "callback_url"),
+            callback=CallbackRecord.from_hash(raw),
         )
 
     def step(self, name: str) -> StepRecord:
@@ -224,4 +281,5 @@ class SagaRecord:
             "finished_at": self.finished_at,
             "steps": [s.as_dict() for s in self.steps],
             "history": [h.as_dict() for h in self.history],
+            "callback": self.callback.as_dict() if self.callback else None,
         }

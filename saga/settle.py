@@ -228,6 +228,8 @@ class Settlement:
         if claim.undo_queue is not None or claim.cancel is not None:
             self.store.clear_saga_fields(pipe, claim.saga_id, "undo_queue", "cancel")
         self.store.expire(pipe, claim.saga_id, [s.name for s in claim.saga.steps], self.retention)
+        if claim.callback_url:  # in this MULTI: a finished saga always has its callback job
+            self.queue.enqueue_callback(pipe, claim.saga_id, attempt=1)
 
     # -- gates -----------------------------------------------------------------
 

@@ -153,7 +153,7 @@ def test_progress_rewrites_one_line_on_a_terminal_and_prints_lines_otherwise() -
 
 def test_bench_booking_body_is_what_the_web_stores() -> None:
     body = booking_body(7, "t")
-    assert BookingRequest.model_validate(body).model_dump(mode="json") == body
+    assert BookingRequest.model_validate(body).saga_data() == body
 
 
 def test_quick_noop_run_writes_the_expected_json(tmp_path: Path) -> None:

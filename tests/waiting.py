@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -33,3 +34,20 @@ def wait_until(
         entries = engine.redis.xread({keys.history(saga_id): last_id}, block=int(min(left, 0.2) * 1000))
         if entries:
             last_id = entries[0][1][-1][0]
+
+
+def wait_until_callback_settled(engine: SagaEngine, saga_id: str, timeout: float = 30.0) -> SagaRecord:
+    """Return the saga once its completion callback was delivered or given up; AssertionError after `timeout`.
+
+    A delivery leaves no stream to block on, so this re-reads the record, waiting a
+    moment between reads; it returns as soon as the condition holds, never after a fixed time.
+    """
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        record = engine.get(saga_id)
+        if record.callback is not None and record.callback.status.settled:
+            return record
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"saga {saga_id} callback not settled after {timeout}s: {record.callback}")
+        pause.wait(0.05)
