@@ -15,7 +15,7 @@ from jobs.slots import SlotStore
 from saga import RetryPolicy, SagaEngine
 from saga.callbacks import CallbackPolicy
 
-log = logging.getLogger("saga")
+log = logging.getLogger(__name__)
 
 
 def booking_services(settings: Settings, redis: Redis) -> BookingServices:
