@@ -83,6 +83,7 @@ class ThreadedSagaWorker(Worker):
         self._changed = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._beat_at = 0.0
+        self._suspension_checked_at = 0.0
         entrypoints.bind(engine)
         die_with_worker(self)
 
@@ -147,6 +148,16 @@ class ThreadedSagaWorker(Worker):
             return
         self._beat_at = time.monotonic()
         super().heartbeat(timeout, pipeline)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """At most every few seconds: RQ asks Redis (with a heartbeat) before every job.
+
+        `rq suspend` then takes effect within `HEARTBEAT_EVERY` seconds instead of at once.
+        """
+        if time.monotonic() - self._suspension_checked_at < HEARTBEAT_EVERY:
+            return
+        self._suspension_checked_at = time.monotonic()
+        super().check_for_suspension(burst)
 
     def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
         """Write the state only when it changes."""

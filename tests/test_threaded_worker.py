@@ -10,6 +10,7 @@ from redis import Redis
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.suspension import resume, suspend
 
 from jobs.providers.sandbox import SandboxLedger
 from saga import RetryPolicy, Saga, SagaEngine, SagaStatus, Step, StepContext
@@ -100,3 +101,15 @@ def test_failed_attempts_and_periodic_jobs_are_recorded_like_rq_does(
     assert result is not None and "InjectedFailure" in (result.exc_string or "")  # the real cause
     reconcile = Job.fetch("saga-reconcile", connection=redis, serializer=JSONSerializer)
     assert reconcile.get_status() == "finished"
+
+
+def test_a_suspended_queue_is_honoured_though_asked_only_every_few_seconds(
+    engine: SagaEngine, redis: Redis
+) -> None:
+    saga_id = engine.start("booking", BOOKING).saga_id
+    suspend(redis)  # `rq suspend`
+    ThreadedSagaWorker(engine, concurrency=2).work(burst=True, logging_level="WARNING")
+    assert engine.get(saga_id).step("book_slot").attempts == 0  # nothing ran
+    resume(redis)
+    ThreadedSagaWorker(engine, concurrency=2).work(burst=True, logging_level="WARNING")
+    assert engine.get(saga_id).status == SagaStatus.COMPLETED
