@@ -71,6 +71,14 @@ class SagaEngine:
         self.settle = Settlement(self.store, self.queue, retention, stall_grace)
         self.overview = Overview(redis, self.queue, clock)
         self.controls = Controls(self.store, self.settle, self._read, self.definition)
+        # How long an action attempt may run before the reconciler looks (per step name: the
+        # one-call claim learns the saga's definition only from what it reads).
+        self._action_wait: dict[str, float] = {}
+        for definition in self.sagas.values():
+            for step in definition.steps:
+                if step.approval is None:
+                    wait = step.timeout + self.queue.timeout_grace
+                    self._action_wait[step.name] = max(wait, self._action_wait.get(step.name, 0.0))
         self.callbacks = callbacks or CallbackPolicy()  # how completion callbacks are signed and retried
 
     def definition(self, name: str) -> Saga:
@@ -179,11 +187,17 @@ class SagaEngine:
         attempt: int,
         bookkeeping: JobBookkeeping | None,
     ) -> None:
+        claim, started = None, False
+        if direction == Direction.DO:
+            claim, started = self._claim_action(saga_id, step_name, attempt, bookkeeping)
         try:
-            claim = self.store.transact(
-                [keys.saga(saga_id), keys.step(saga_id, step_name)],
-                lambda pipe: self._claim(pipe, saga_id, step_name, direction, attempt, bookkeeping),
-            )
+            if claim is None:
+                claim = self.store.transact(
+                    [keys.saga(saga_id), keys.step(saga_id, step_name)],
+                    lambda pipe: self._claim(
+                        pipe, saga_id, step_name, direction, attempt, bookkeeping, started
+                    ),
+                )
         except StaleAttempt as stale:
             log.warning("%s", stale, extra={"saga_id": saga_id, "step": step_name, "attempt": attempt})
             return
@@ -350,6 +364,18 @@ class SagaEngine:
 
     def _read(self, pipe: Pipeline, saga_id: str, step_name: str, attempt: int) -> tuple[Claim, SagaStatus]:
         header, record, data = self.store.read_saga_and_step(pipe, saga_id, step_name)
+        return self._claim_of(saga_id, step_name, attempt, header, record, data)
+
+    def _claim_of(
+        self,
+        saga_id: str,
+        step_name: str,
+        attempt: int,
+        header: dict[bytes, bytes],
+        record: StepRecord | None,
+        data: dict[str, Any],
+    ) -> tuple[Claim, SagaStatus]:
+        """The claim an attempt would hold, from the saga hash, step record and input data."""
         if not header:
             raise StaleAttempt(saga_id, step_name, attempt, "the saga no longer exists")
         saga = self.definition(header[b"name"].decode())
@@ -394,6 +420,30 @@ class SagaEngine:
         )
         return status == SagaStatus.COMPENSATING and (first or again)
 
+    def _claim_action(
+        self, saga_id: str, step_name: str, attempt: int, bookkeeping: JobBookkeeping | None
+    ) -> tuple[Claim | None, bool]:
+        """The common claim, an action attempt, in one round trip: (claim or None, job marked started).
+
+        One script checks and writes what `_claim` would, in a MULTI with the job's
+        started mark. None when the script refused: `_claim` then decides, under WATCH,
+        what the attempt is (stale, a gate's timeout), knowing the mark is written.
+        """
+        wait = self._action_wait.get(step_name)
+        if wait is None:
+            return None, False
+        with self.redis.pipeline() as pipe:
+            self.store.claim_action(
+                pipe, saga_id, step_name, attempt, self.store.clock() + wait + self.stall_grace
+            )
+            if bookkeeping is not None:
+                bookkeeping.started(pipe)
+            answer = pipe.execute()[0]
+        claimed, header, record, data = self.store.claimed_action(saga_id, answer)
+        if not claimed:
+            return None, bookkeeping is not None
+        return self._claim_of(saga_id, step_name, attempt, header, record, data)[0], True
+
     def _claim(
         self,
         pipe: Pipeline,
@@ -402,8 +452,12 @@ class SagaEngine:
         direction: str,
         attempt: int,
         bookkeeping: JobBookkeeping | None = None,
+        started: bool = False,
     ) -> Claim | None:
-        """Take the step for this attempt; for a gate, whose one job is its timeout, reject it."""
+        """Take the step for this attempt; for a gate, whose one job is its timeout, reject it.
+
+        `started`: the job's started mark is written already (by `_claim_action`).
+        """
         claim, status = self._read(pipe, saga_id, step_name, attempt)
         if not self._awaits(claim.record, status, direction, attempt):
             reason = f"step is {claim.record.status.value}, saga {status.value}"
@@ -416,7 +470,7 @@ class SagaEngine:
                 bookkeeping.finished(pipe)
             return None
         self.settle.claimed(pipe, claim, direction, attempt)
-        if bookkeeping is not None:
+        if bookkeeping is not None and not started:
             bookkeeping.started(pipe)
         return claim
 

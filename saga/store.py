@@ -65,6 +65,34 @@ return #out
 """
 
 
+# The common claim, a step's next action attempt, checked and written in one call: the
+# moves and fields `Settlement.claimed` writes for it. Anything else (a stale attempt,
+# a gate's timeout, a compensation) answers 0 and takes the general WATCH path.
+_CLAIM_ACTION = """
+local header = redis.call('HGETALL', KEYS[1])
+local step = redis.call('HGETALL', KEYS[2])
+local data = redis.call('GET', KEYS[3])
+local h, s = {}, {}
+for i = 1, #header, 2 do h[header[i]] = header[i + 1] end
+for i = 1, #step, 2 do s[step[i]] = step[i + 1] end
+local attempt = tonumber(ARGV[1])
+if h['status'] ~= 'running' or s['status'] ~= 'pending' or tonumber(s['attempts'] or '0') ~= attempt - 1 then
+  return {0, header, step, data}
+end
+if attempt == 1 then
+  redis.call('HSET', KEYS[2], 'status', 'running', 'attempts', ARGV[1], 'started_at', ARGV[2])
+else
+  redis.call('HSET', KEYS[2], 'status', 'running', 'attempts', ARGV[1])
+end
+if s['next_attempt_at'] then redis.call('HDEL', KEYS[2], 'next_attempt_at') end
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'to', 'running', 'step', s['name'],
+  'direction', 'do', 'attempt', ARGV[1], 'from', 'pending', 'detail', 'attempt started')
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
+redis.call('ZADD', KEYS[5], 'XX', ARGV[3], ARGV[4])
+return {1, header, step, data}
+"""
+
+
 def _encoded(fields: Mapping[str, Any]) -> Raw:
     """A hash as Redis would return it."""
     return {name.encode(): str(value).encode() for name, value in fields.items()}
@@ -151,6 +179,31 @@ class SagaStore:
         step_raw = _pairs(step)
         record = StepRecord.from_hash(saga_id, step_raw) if step_raw else None
         return _pairs(header), record, json.loads(data) if data else {}
+
+    def claim_action(self, pipe: Pipeline, saga_id: str, step: str, attempt: int, check_at: float) -> None:
+        """Queue the one-call claim of action attempt `attempt`; `claimed_action` reads its answer.
+
+        EVAL, not EVALSHA: inside MULTI a missing script would only fail at EXEC.
+        """
+        names = (
+            keys.saga(saga_id),
+            keys.step(saga_id, step),
+            keys.data(saga_id),
+            keys.history(saga_id),
+            keys.ACTIVE,
+        )
+        args = (attempt, self.now(), check_at, saga_id, self.history_limit)
+        pipe.eval(_CLAIM_ACTION, len(names), *names, *args)
+
+    @staticmethod
+    def claimed_action(
+        saga_id: str, answer: list[Any]
+    ) -> tuple[bool, Raw, StepRecord | None, dict[str, Any]]:
+        """(claimed, saga hash, step record and input data as they were before the claim)."""
+        ok, header, step, data = answer
+        step_raw = _pairs(step)
+        record = StepRecord.from_hash(saga_id, step_raw) if step_raw else None
+        return bool(ok), _pairs(header), record, json.loads(data) if data else {}
 
     # -- writes (pipeline in MULTI) ----------------------------------------
 
