@@ -438,7 +438,7 @@ class SagaEngine:
             )
             if bookkeeping is not None:
                 bookkeeping.started(pipe)
-            answer = pipe.execute()[0]
+            answer = pipe.execute(raise_on_error=False)[0]
         claimed, header, record, data = self.store.claimed_action(saga_id, answer)
         if not claimed:
             return None, bookkeeping is not None

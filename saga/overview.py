@@ -231,8 +231,8 @@ def _histograms(raw: Raw) -> list[Histogram]:
     for name, value in raw.items():
         step, direction, outcome, bound = name.decode().split("|")
         hist = series.setdefault((step, direction, outcome), Histogram(step, direction, outcome))
-        if bound == "sum":
-            hist.total = float(value)
+        if bound == "sum_us":
+            hist.total = int(value) / 1e6
         else:
             hist.buckets[bound] = int(value)
     return [series[k] for k in sorted(series)]

@@ -113,3 +113,15 @@ def test_a_suspended_queue_is_honoured_though_asked_only_every_few_seconds(
     resume(redis)
     ThreadedSagaWorker(engine, concurrency=2).work(burst=True, logging_level="WARNING")
     assert engine.get(saga_id).status == SagaStatus.COMPLETED
+
+
+def test_a_redis_that_lost_its_scripts_still_claims_and_records_each_job_once(
+    engine: SagaEngine, redis: Redis
+) -> None:
+    saga_id = engine.start("booking", BOOKING).saga_id
+    redis.script_flush()  # what a Redis restart does to loaded scripts
+    ThreadedSagaWorker(engine, concurrency=2).work(burst=True, logging_level="WARNING")
+    record = engine.get(saga_id)
+    assert record.status == SagaStatus.COMPLETED
+    assert [s.attempts for s in record.steps] == [1, 1, 1, 1]
+    assert StartedJobRegistry("sagas", connection=redis).get_job_ids() == []  # no execution left behind
