@@ -241,13 +241,19 @@ class SagaEngine:
             ) from exc
         seconds = self.monotonic() - began
         self._checkpoint("after_call", ctx)
+        closed = False
+        if direction == Direction.DO:
+            advanced, closed = self._advance(claim, attempt, ref, seconds, bookkeeping)
+            if advanced:
+                self._checkpoint("after_record", ctx)
+                return
         self._apply(
             saga_id,
             step_name,
             direction,
             attempt,
             lambda pipe, c: self.settle.success(pipe, c, direction, attempt, ref, seconds),
-            bookkeeping.finished if bookkeeping else None,
+            bookkeeping.finished if bookkeeping and not closed else None,
         )
         self._checkpoint("after_record", ctx)
 
@@ -443,6 +449,46 @@ class SagaEngine:
         if not claimed:
             return None, bookkeeping is not None
         return self._claim_of(saga_id, step_name, attempt, header, record, data)[0], True
+
+    def _advance(
+        self,
+        claim: Claim,
+        attempt: int,
+        ref: str | None,
+        seconds: float,
+        bookkeeping: JobBookkeeping | None,
+    ) -> tuple[bool, bool]:
+        """The common settle, a succeeded action with a plain next step, in one round trip:
+        (applied, job closed).
+
+        The next job, one script with the writes of `Settlement.success` and the job's
+        finished mark go in one MULTI. The script refuses when the attempt lost its step
+        or a cancel arrived meanwhile (and takes the next job back); `_apply` then
+        decides under WATCH, knowing the job is closed.
+        """
+        following = claim.saga.after(claim.record.name)
+        if following is None or following.approval is not None or claim.cancel is not None:
+            return False, False
+        saga_id = claim.saga_id
+        with self.redis.pipeline() as pipe:
+            job_id = self.queue.enqueue(
+                pipe,
+                saga_name=claim.saga.name,
+                saga_id=saga_id,
+                step=following,
+                direction=Direction.DO,
+                attempt=1,
+            )
+            next_job = (job_id, self.queue.job_key(job_id), self.queue.rq.key)
+            check_at = self.store.clock() + self.stall_grace
+            position = len(pipe)  # where the script's answer will be
+            self.store.advance(
+                pipe, saga_id, claim.record.name, attempt, ref, seconds, following.name, next_job, check_at
+            )
+            if bookkeeping is not None:
+                bookkeeping.finished(pipe)
+            applied = pipe.execute()[position] == 1
+        return applied, bookkeeping is not None
 
     def _claim(
         self,

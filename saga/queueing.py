@@ -116,6 +116,10 @@ class StepQueue:
         due = datetime.now(UTC) + timedelta(seconds=delay)
         pipe.zadd(self.rq.scheduled_job_registry.key, {job.id: calendar.timegm(due.utctimetuple())})
 
+    def job_key(self, job_id: str) -> str:
+        """The Redis key of a job's hash (RQ's layout)."""
+        return self.rq.job_class.key_for(job_id)
+
     def enqueue_callback(self, pipe: Pipeline, saga_id: str, attempt: int, delay: float = 0.0) -> str:
         """Queue one delivery attempt of the saga's completion callback; return its job id.
 

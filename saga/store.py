@@ -93,9 +93,44 @@ return {1, header, step, data}
 """
 
 
+# The common settle, an action that succeeded with a next step to start: the writes of
+# `Settlement.success` for it, if the attempt still owns its step and nobody asked to
+# cancel. The next step's job is queued in the same MULTI just before this call; on a
+# refusal the call takes that job back, and the WATCH path decides what follows.
+_ADVANCE = """
+local saga = redis.call('HMGET', KEYS[1], 'status', 'cancel')
+local step = redis.call('HMGET', KEYS[2], 'status', 'attempts')
+if saga[1] ~= 'running' or saga[2] or step[1] ~= 'running' or step[2] ~= ARGV[1] then
+  redis.call('DEL', KEYS[6])
+  redis.call('LREM', KEYS[7], 1, ARGV[12])
+  return 0
+end
+redis.call('HINCRBY', KEYS[5], ARGV[9], 1)
+redis.call('HINCRBY', KEYS[5], ARGV[10], ARGV[11])
+redis.call('HSET', KEYS[2], 'status', 'succeeded', 'ref', ARGV[3], 'finished_at', ARGV[2])
+if ARGV[3] == '' then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'to', 'succeeded', 'step', ARGV[7],
+    'direction', 'do', 'attempt', ARGV[1], 'from', 'running')
+else
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'to', 'succeeded', 'step', ARGV[7],
+    'direction', 'do', 'attempt', ARGV[1], 'from', 'running', 'detail', string.sub(ARGV[3], 1, 500))
+end
+redis.call('HSET', KEYS[1], 'step', ARGV[8], 'updated_at', ARGV[2])
+redis.call('ZADD', KEYS[4], 'XX', ARGV[4], ARGV[5])
+return 1
+"""
+
+
 def _encoded(fields: Mapping[str, Any]) -> Raw:
     """A hash as Redis would return it."""
     return {name.encode(): str(value).encode() for name, value in fields.items()}
+
+
+def _histogram_fields(step: str, direction: str, outcome: str, seconds: float) -> tuple[str, str, int]:
+    """(bucket field, sum field, microseconds) of one observation in `keys.STEP_SECONDS`."""
+    bucket = next((str(b) for b in DURATION_BUCKETS if seconds <= b), "+Inf")
+    series = f"{step}|{direction}|{outcome}"
+    return f"{series}|{bucket}", f"{series}|sum_us", round(seconds * 1e6)  # an integer: cheaper
 
 
 def _pairs(flat: list[bytes]) -> Raw:
@@ -301,10 +336,42 @@ class SagaStore:
     @staticmethod
     def observe(pipe: Pipeline, step: str, direction: str, outcome: str, seconds: float) -> None:
         """Count one attempt's duration into the histogram of its step, direction and outcome."""
-        bucket = next((str(b) for b in DURATION_BUCKETS if seconds <= b), "+Inf")
-        series = f"{step}|{direction}|{outcome}"
-        pipe.hincrby(keys.STEP_SECONDS, f"{series}|{bucket}", 1)
-        pipe.hincrby(keys.STEP_SECONDS, f"{series}|sum_us", round(seconds * 1e6))  # cheaper than a float
+        bucket, total, micros = _histogram_fields(step, direction, outcome, seconds)
+        pipe.hincrby(keys.STEP_SECONDS, bucket, 1)
+        pipe.hincrby(keys.STEP_SECONDS, total, micros)
+
+    def advance(
+        self,
+        pipe: Pipeline,
+        saga_id: str,
+        step: str,
+        attempt: int,
+        ref: str | None,
+        seconds: float,
+        following: str,
+        next_job: tuple[str, str, str],
+        check_at: float,
+    ) -> None:
+        """Queue the one-call settle of a succeeded action whose saga goes on with `following`.
+
+        `next_job` is (id, hash key, queue key) of the job queued just before in `pipe`,
+        which the call takes back if it refuses. Its answer is 1 when it applied.
+        """
+        job_id, job_key, queue_key = next_job
+        bucket, total, micros = _histogram_fields(step, "do", "succeeded", seconds)
+        names = (
+            keys.saga(saga_id),
+            keys.step(saga_id, step),
+            keys.history(saga_id),
+            keys.ACTIVE,
+            keys.STEP_SECONDS,
+            job_key,
+            queue_key,
+        )
+        args = (attempt, self.now(), ref or "", check_at, saga_id, self.history_limit, step, following)
+        # EVAL, not EVALSHA: a script Redis lost would fail only at EXEC, after the next job
+        # was queued in the same MULTI, and nothing would take that job back.
+        pipe.eval(_ADVANCE, len(names), *names, *args, bucket, total, micros, job_id)
 
     def recheck_at(self, saga_id: str, check_at: float) -> None:
         """Push back when an unfinished saga is next looked at (its job is queued, not lost)."""

@@ -254,6 +254,9 @@ def test_cancel_during_a_step_stops_at_its_end_and_undoes_it(
     }
     assert kinds(ledger, saga_id) == ["charge", "refund"]
     assert record.error == "cancelled: wrong flat"
+    # The next step's job, queued with the charge's result and taken back when the cancel
+    # was seen, never existed for RQ.
+    assert not redis.exists(engine.queue.job_key(f"{saga_id}-send_sms-do-1"))
     assert record.cancel_requested is None  # carried out, so no longer pending
 
 
