@@ -137,6 +137,15 @@ def _pairs(flat: list[bytes]) -> Raw:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+def _saga_and_step(
+    saga_id: str, header: list[bytes], step: list[bytes], data: bytes | None
+) -> tuple[Raw, StepRecord | None, dict[str, Any]]:
+    """Decode what the read scripts answer: flat saga hash, flat step hash, input JSON."""
+    step_raw = _pairs(step)
+    record = StepRecord.from_hash(saga_id, step_raw) if step_raw else None
+    return _pairs(header), record, json.loads(data) if data else {}
+
+
 class SagaStore:
     """One saga's hashes, history stream and the active index; nothing else."""
 
@@ -212,9 +221,7 @@ class SagaStore:
         except NoScriptError:  # Redis restarted since: load it once more
             self.redis.script_load(_READ_PAIR)
             header, step, data = pipe.evalsha(self._read_pair.sha, len(names), *names)
-        step_raw = _pairs(step)
-        record = StepRecord.from_hash(saga_id, step_raw) if step_raw else None
-        return _pairs(header), record, json.loads(data) if data else {}
+        return _saga_and_step(saga_id, header, step, data)
 
     def claim_action(self, pipe: Pipeline, saga_id: str, step: str, attempt: int, check_at: float) -> None:
         """Queue the one-call claim of action attempt `attempt`; `claimed_action` reads its answer.
@@ -242,9 +249,7 @@ class SagaStore:
         if isinstance(answer, Exception):
             raise answer
         ok, header, step, data = answer
-        step_raw = _pairs(step)
-        record = StepRecord.from_hash(saga_id, step_raw) if step_raw else None
-        return bool(ok), _pairs(header), record, json.loads(data) if data else {}
+        return (bool(ok), *_saga_and_step(saga_id, header, step, data))
 
     # -- writes (pipeline in MULTI) ----------------------------------------
 
